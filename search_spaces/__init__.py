@@ -1,0 +1,57 @@
+"""Search spaces, one module per space, found by name.
+
+A space is a define-by-run function ``space(trial, limits) -> dict`` that calls
+``trial.suggest_*`` and returns constants only: no data, no model, no compute.
+``limits`` carries the preset's caps (which depths and widths fit the budget).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+from trainers.errors import UserError
+
+
+class UnknownSpaceError(UserError, KeyError):
+    """A space name that no module in search_spaces/ defines."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceLimits:
+    """Caps a preset puts on a space, so a CPU study samples what it can afford."""
+
+    depths: tuple[int, ...] = (10, 18, 34)
+    widths: tuple[int, ...] = (16, 32, 64, 96, 128)
+    max_epochs: int = 30
+
+
+Space = Callable[[Any, SpaceLimits], dict[str, Any]]
+
+
+def list_spaces() -> list[str]:
+    """Names of all spaces (the modules of this package), sorted."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def get_space(name: str) -> Space:
+    """The define-by-run function of a space.
+
+    Raises:
+        UnknownSpaceError: no such space; the message lists the known ones.
+    """
+    if name not in list_spaces():
+        raise UnknownSpaceError(f"unknown search space {name!r}; known spaces: {', '.join(list_spaces())}")
+    return importlib.import_module(f"{__name__}.{name}").space
+
+
+def get_defaults(name: str, limits: SpaceLimits) -> dict[str, Any]:
+    """A known-good point of the space, enqueued as a study's first trial."""
+    get_space(name)
+    return importlib.import_module(f"{__name__}.{name}").defaults(limits)

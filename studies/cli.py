@@ -1,0 +1,95 @@
+"""What the entry points share: one-line errors, presets, data and storage options."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from studies.presets import PRESETS
+from trainers.errors import UserError
+
+DEFAULT_RESULTS = Path("results")
+
+
+def default_storage(results: Path) -> str:
+    return f"sqlite:///{results / 'optuna.db'}"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = non_negative_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", default="resnet_cifar", help="search space name (default: resnet_cifar)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="budget; default: full when a GPU is visible, else quick")
+    parser.add_argument("--data", help="dataset: a cifar-10-batches-py folder, an ImageFolder with "
+                        "train/ and test/, or an archive of either; default: download CIFAR-10")
+    parser.add_argument("--cache-dir", help="where decoded tensors are cached (default ~/.cache/tunebench)")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
+                        help="folder for the storage, reports and Ray files (default: results)")
+    parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///RESULTS/optuna.db)")
+    parser.add_argument("--study", help="study name (default: SPACE-PRESET)")
+    parser.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
+    parser.add_argument("--data-fraction", type=fraction, help="override the preset's share of train")
+
+
+def pick_preset(name: str | None) -> tuple[str, str]:
+    """The preset's name, and why it was chosen."""
+    if name:
+        return name, "as asked"
+    import torch
+
+    if torch.cuda.is_available():
+        return "full", f"a GPU is visible: {torch.cuda.get_device_name(0)}"
+    return "quick", "no GPU visible; pass --preset full for the GPU budget"
+
+
+def main_wrapper(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+    """Turns a user's mistake into one line on stderr and exit status 2."""
+
+    def wrapped(argv: Sequence[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: finished trials are kept in the storage; "
+                  "re-run the same command to continue", file=sys.stderr)
+            return 130
+
+    return wrapped

@@ -1,0 +1,219 @@
+"""The one module that imports Ray: trials run as Ray Tune trials, sampled by Optuna.
+
+Roles: the *space* (search_spaces/) suggests values, the *sampler* (Optuna)
+chooses them, the *scheduler* (Ray's ASHA) stops weak trials, the *trainable*
+(trainers.loop.train, wrapped here) runs them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import torch
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from trainers import metrics as M
+from trainers.config import TrialConfig
+from trainers.data import Splits
+from trainers.loop import train
+
+_STATE_FILE = "state.pt"
+
+
+# ---------------------------------------------------------------- trainable
+
+
+def trainable(config: dict[str, Any], splits: Splits, threads: int) -> None:
+    """A Ray Tune function trainable: restore first, then report once per epoch."""
+    trial_config = TrialConfig.from_dict(config)
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = torch.load(Path(folder) / _STATE_FILE, weights_only=True)
+
+    def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(state, Path(folder) / _STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    train(trial_config, splits, report=report, resume=resume, threads=threads)
+
+
+# ---------------------------------------------------------------- searcher
+
+
+class _TrialBook(tune.Callback):
+    """Remembers Ray's Trial objects so the searcher can read errors and results."""
+
+    def __init__(self) -> None:
+        self.trials: dict[str, Any] = {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.trials[trial.trial_id] = trial
+
+
+def _error_line(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines()]
+        lines = [ln for ln in lines if ln and not ln.startswith(("Failure #", "Traceback", "File "))]
+        if lines:
+            return lines[-1][:500]
+    return "the trial raised an error; see its error.txt in the Ray results folder"
+
+
+class TruthfulOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, telling Optuna what really happened to each trial.
+
+    Ray's version records a trial stopped by ASHA as COMPLETE with its
+    partial-budget value and never reports the last epoch as an intermediate
+    value. Here: one intermediate value per epoch (the last included), PRUNED
+    when stopped before its full budget, FAIL (with the reason) on errors and
+    divergence, and user attributes for epochs, seconds, size and Ray's id.
+    """
+
+    def __init__(self, *args: Any, book: _TrialBook, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._book = book
+        self._last_epoch: dict[str, int] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: dict[str, Any]) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        value, epoch = result.get(M.VAL_ACC), result.get(M.EPOCH)
+        if ot_trial is None or value is None or epoch is None or result.get(M.DIVERGED):
+            return
+        if math.isfinite(value) and epoch != self._last_epoch.get(trial_id):
+            ot_trial.report(float(value), int(epoch))
+            self._last_epoch[trial_id] = int(epoch)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        ray_trial = self._book.trials.get(trial_id)
+        if result is None and ray_trial is not None:
+            result = ray_trial.last_result or None
+        result = result or {}
+        self._report(trial_id, result)
+        attrs = {
+            "epochs_run": result.get(M.EPOCH, 0),
+            "train_seconds": result.get(M.TRAIN_SECONDS, 0.0),
+            "param_count": result.get(M.PARAM_COUNT),
+            "ray_trial_id": trial_id,
+            "config": result.get("config") or (ray_trial.config if ray_trial else None),
+            "node_ip": result.get("node_ip"),
+        }
+        if error:
+            state, value = TrialState.FAIL, None
+            attrs["fail_reason"] = _error_line(ray_trial)
+        elif result.get(M.DIVERGED):
+            state, value = TrialState.FAIL, None
+            attrs["fail_reason"] = result.get(M.REASON, "non-finite loss")
+        elif result.get(M.FINISHED):
+            state, value = TrialState.COMPLETE, float(result[M.VAL_ACC])
+        else:
+            state, value = TrialState.PRUNED, None
+        for key, val in attrs.items():
+            if val is not None:
+                ot_trial.set_user_attr(key, val)
+        self._ot_study.tell(ot_trial, value, state=state)
+        self._completed_trials.add(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the Optuna storage is the searcher's whole state."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore; a new run continues the study from its storage."""
+
+    def close_open_trials(self, reason: str) -> None:
+        """FAILs trials Ray never finished (the driver is stopping)."""
+        for trial_id in list(self._ot_trials):
+            if trial_id in self._completed_trials:
+                continue
+            ot_trial = self._ot_trials[trial_id]
+            frozen = ot_trial.storage.get_trial(ot_trial._trial_id)
+            if frozen.state == TrialState.RUNNING:
+                ot_trial.set_user_attr("fail_reason", reason)
+                ot_trial.set_user_attr("stale", True)
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+
+
+# ---------------------------------------------------------------- the study
+
+
+def run_trials(
+    *,
+    space: Callable[[Any], dict[str, Any]],
+    study_name: str,
+    storage: optuna.storages.BaseStorage,
+    sampler: optuna.samplers.BaseSampler,
+    num_trials: int,
+    splits: Splits,
+    max_epochs: int,
+    grace_period: int,
+    reduction_factor: int,
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    results_dir: Path,
+    run_name: str,
+    address: str | None = None,
+) -> None:
+    """Runs ``num_trials`` new trials of an existing Optuna study on Ray Tune."""
+    # The classic reporter prints one compact table; the new engine prints a
+    # box per trial result, which buries the progress of a 16-trial study.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=True, logging_level="ERROR")
+    book = _TrialBook()
+    searcher = TruthfulOptunaSearch(space=space, metric=M.VAL_ACC, mode="max",
+                                    sampler=sampler, study_name=study_name,
+                                    storage=storage, book=book)
+    scheduler = ASHAScheduler(time_attr=M.EPOCH, metric=M.VAL_ACC, mode="max",
+                              max_t=max_epochs, grace_period=min(grace_period, max_epochs),
+                              reduction_factor=reduction_factor)
+    threads = max(1, math.floor(cpus_per_trial))
+    run = tune.with_resources(
+        tune.with_parameters(trainable, splits=splits, threads=threads),
+        {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
+    )
+    reporter = tune.CLIReporter(
+        metric_columns={M.EPOCH: "epoch", M.VAL_ACC: "val_acc", M.TRAIN_LOSS: "train_loss",
+                        M.IMAGES_PER_SEC: "img/s"},
+        parameter_columns=["depth", "width", "optimizer", "lr", "aug_strength"],
+        max_report_frequency=30, sort_by_metric=True, metric=M.VAL_ACC, mode="max",
+    )
+    tuner = tune.Tuner(
+        run,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                    num_samples=num_trials),
+        run_config=tune.RunConfig(
+            name=run_name,
+            storage_path=str(results_dir.resolve()),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=2),
+            progress_reporter=reporter,
+            verbose=1,
+            callbacks=[book],
+        ),
+    )
+    try:
+        tuner.fit()
+    finally:
+        searcher.close_open_trials("the study was interrupted before the trial finished")

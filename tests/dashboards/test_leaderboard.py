@@ -1,0 +1,174 @@
+"""Contract tests for dashboards.leaderboard on a real sqlite RDB storage."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from dashboards.leaderboard import format_leaderboard, main, trials_frame, write_report
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE_MARKER = "* plotly.js v"  # the bundle's licence header, once per copy
+
+DISTRIBUTIONS = {
+    "depth": IntDistribution(10, 34),
+    "lr": FloatDistribution(1e-4, 1.0, log=True),
+    "optimizer": CategoricalDistribution(["sgd", "adamw"]),
+}
+
+
+def _attrs(number: int, epochs: int, depth: int, **extra: object) -> dict[str, object]:
+    return {
+        "epochs_run": epochs,
+        "train_seconds": 10.0 * epochs,
+        "param_count": 11_173_962,
+        "ray_trial_id": f"trial_{number:05d}",
+        "config": {"model": "resnet", "depth": depth, "width": 64},
+        **extra,
+    }
+
+
+def _add(study: optuna.Study, state: TrialState, params: dict, curve: dict, attrs: dict, value=None) -> None:
+    distributions = {name: DISTRIBUTIONS[name] for name in params}
+    study.add_trial(
+        create_trial(
+            state=state,
+            value=value,
+            params=params,
+            distributions=distributions,
+            user_attrs=attrs,
+            intermediate_values=curve,
+        )
+    )
+
+
+@pytest.fixture
+def storage_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+@pytest.fixture
+def study(storage_url: str) -> optuna.Study:
+    """Five trials: two complete, one pruned high, one failed, one without attrs."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="cifar-demo", storage=storage_url, direction="maximize")
+    sgd = {"depth": 18, "lr": 0.0123456, "optimizer": "sgd"}
+    adamw = {"depth": 34, "optimizer": "adamw"}  # lr absent: a conditional parameter
+    # 0: complete, 0.80
+    _add(study, TrialState.COMPLETE, sgd, {1: 0.5, 2: 0.7, 3: 0.8}, _attrs(0, 3, 18), value=0.80)
+    # 1: complete, 0.90: the best
+    _add(study, TrialState.COMPLETE, adamw, {1: 0.6, 2: 0.8, 3: 0.9}, _attrs(1, 3, 34), value=0.90)
+    # 2: pruned after 2 epochs at 0.85: ranks second
+    _add(study, TrialState.PRUNED, sgd, {1: 0.55, 2: 0.85}, _attrs(2, 2, 18))
+    # 3: failed
+    _add(study, TrialState.FAIL, sgd, {1: 0.1}, _attrs(3, 1, 18, fail_reason="loss diverged at step 40"))
+    # 4: complete but without any user attrs (epochs from its curve)
+    _add(study, TrialState.COMPLETE, sgd, {1: 0.4, 2: 0.5}, {}, value=0.50)
+    return study
+
+
+def test_trials_frame_ranks_and_values(study: optuna.Study) -> None:
+    frame = trials_frame(study)
+
+    assert list(frame["number"]) == [1, 2, 0, 4, 3]
+    assert list(frame["rank"].iloc[:4]) == [1, 2, 3, 4]
+    assert pd.isna(frame["rank"].iloc[4])
+    by_number = frame.set_index("number")
+    assert by_number.loc[2, "val_acc"] == pytest.approx(0.85)  # pruned: its last intermediate value
+    assert by_number.loc[2, "state"] == "PRUNED"
+    assert math.isnan(by_number.loc[3, "val_acc"])
+    assert by_number.loc[3, "fail_reason"] == "loss diverged at step 40"
+    assert list(by_number.loc[[0, 2, 4], "epochs"]) == [3, 2, 2]  # trial 4 counts its curve
+    assert by_number.loc[0, "model"] == "resnet-18"
+    assert pd.isna(by_number.loc[4, "model"]) and pd.isna(by_number.loc[4, "param_count"])
+    # Params keep their own names; an int parameter stays an integer column.
+    assert {"depth", "lr", "optimizer"} <= set(frame.columns)
+    assert not any(column.startswith("param_") for column in frame.columns if column != "param_count")
+    assert by_number.loc[1, "depth"] == 34 and pd.isna(by_number.loc[1, "lr"])
+
+
+def test_trials_frame_renames_a_clashing_param(storage_url: str) -> None:
+    study = optuna.create_study(study_name="clash", storage=storage_url, direction="maximize")
+    study.add_trial(
+        create_trial(value=0.5, params={"epochs": 7}, distributions={"epochs": IntDistribution(1, 9)})
+    )
+    frame = trials_frame(study)
+    assert frame.loc[0, "param_epochs"] == 7
+    assert frame.loc[0, "epochs"] == 0
+
+
+def test_format_leaderboard_top_rows(study: optuna.Study) -> None:
+    text = format_leaderboard(trials_frame(study), top=3)
+    header, *rows = text.splitlines()
+
+    assert header.split()[:4] == ["rank", "trial", "state", "val"]
+    assert len(rows) == 3
+    assert rows[0].split()[:4] == ["1", "1", "COMPLETE", "90.00%"]
+    assert "optimizer=adamw" in rows[0]
+    assert "lr=0.0123" in rows[1] and "0.0123456" not in rows[1]  # three significant digits
+    assert "11.17M" in rows[1]
+    assert len({len(line) for line in [header, *rows] if "=" not in line}) <= 1
+
+
+def test_write_report_embeds_plotlyjs_once(study: optuna.Study, tmp_path: Path) -> None:
+    out = write_report(study, tmp_path / "deep" / "er" / "report.html")
+
+    assert out == tmp_path / "deep" / "er" / "report.html" and out.is_file()
+    page = out.read_text(encoding="utf-8")
+    assert page.count(BUNDLE_MARKER) == 1
+    assert "<script src=" not in page  # nothing fetched: the page works offline
+    assert "cifar-demo" in page
+    for number in range(5):
+        assert f"<td>{number}</td>" in page
+    assert "loss diverged at step 40" in page
+    assert "90.00%" in page and "pruned (1)" not in page  # trial 2 is top-10, drawn in colour
+
+
+def test_write_report_without_finished_trials(storage_url: str, tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="fresh", storage=storage_url, direction="maximize")
+    out = write_report(study, tmp_path / "empty.html")
+    assert "No finished trials yet" in out.read_text(encoding="utf-8")
+
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "CUDA out of memory"}))
+    page = write_report(study, tmp_path / "failed.html").read_text(encoding="utf-8")
+    assert "No finished trials yet" in page and "CUDA out of memory" in page
+    assert format_leaderboard(trials_frame(study)).splitlines()[1].split()[:3] == ["-", "0", "FAIL"]
+
+
+def test_main_prints_and_writes(study: optuna.Study, storage_url: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli.html"
+    code = main(["--study", "cifar-demo", "--storage", storage_url, "--out", str(out), "--top", "2"])
+
+    assert code == 0 and out.is_file()
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and printed[-1] == f"wrote {out}"
+
+
+def test_main_missing_sqlite_file_is_not_created(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "nope.db"
+    assert main(["--study", "x", "--storage", f"sqlite:///{missing}"]) == 2
+    assert capsys.readouterr().err.startswith("error: storage file not found")
+    assert not missing.exists()
+
+
+def test_cli_unknown_study_exits_2(study: optuna.Study, storage_url: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "dashboards/leaderboard.py", "--study", "nope", "--storage", storage_url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "'nope'" in result.stderr and "cifar-demo" in result.stderr  # lists the studies there
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,247 @@
+"""The training loop shared by every trial and by the final run.
+
+Plain PyTorch: no Ray, no Optuna. The caller passes a ``report`` callback that
+receives the epoch's metrics and the state to checkpoint, and optionally a
+state to resume from; ``studies/`` turns these into Ray Tune calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers import metrics as M
+from trainers.augment import AugmentPolicy, augment
+from trainers.config import TrialConfig
+from trainers.data import Splits
+from trainers.models import count_parameters, create_model
+
+Report = Callable[[dict[str, Any], dict[str, Any]], None]
+_DIVERGENCE_CHECK_EVERY = 50  # steps; one host sync per check
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished (or stopped) run leaves behind."""
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    param_count: int
+    train_seconds: float
+    diverged: str | None = None
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+def default_device() -> torch.device:
+    """CUDA when visible, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, min_lr: float,
+          start_factor: float) -> float:
+    """Linear warm-up from ``peak * start_factor`` to ``peak``, then cosine to ``min_lr``.
+
+    After warm-up, with t steps into the decay of T:
+    eta_t = eta_min + 0.5 (eta_max - eta_min)(1 + cos(pi t / T)).
+    """
+    if step < warmup_steps:
+        return peak * (start_factor + (1 - start_factor) * step / warmup_steps)
+    t = min(step - warmup_steps, total_steps - warmup_steps)
+    decay_steps = max(1, total_steps - warmup_steps)
+    return min_lr + 0.5 * (peak - min_lr) * (1 + math.cos(math.pi * t / decay_steps))
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # Decay on weights of convs and linears only; decaying norms and biases hurts.
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
+    groups = _param_groups(model, config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+class _Normalizer:
+    """uint8 batch -> normalised float batch, with augmentation in between."""
+
+    def __init__(self, splits: Splits, device: torch.device, channels_last: bool) -> None:
+        self.mean = torch.tensor(splits.mean, device=device, dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(splits.std, device=device, dtype=torch.float32)[:, None, None]
+        self.format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, x_uint8: torch.Tensor, policy: AugmentPolicy | None = None,
+                 gen: torch.Generator | None = None) -> torch.Tensor:
+        x = x_uint8.float().div_(255)
+        if policy is not None:
+            x = augment(x, policy, gen)
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.format)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, splits: Splits,
+             config: TrialConfig, device: torch.device | None = None) -> dict[str, Any]:
+    """Accuracy, mean loss and predictions of ``model`` on uint8 images ``x``."""
+    device = device or next(model.parameters()).device
+    norm = _Normalizer(splits, device, config.channels_last)
+    model.eval()
+    preds, loss_sum = [], 0.0
+    for i in range(0, len(x), config.eval_batch_size):
+        xb = x[i : i + config.eval_batch_size].to(device, non_blocking=True)
+        yb = y[i : i + config.eval_batch_size].to(device, non_blocking=True)
+        with _autocast(device, config):
+            out = model(norm(xb)).float()
+        loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
+        preds.append(out.argmax(1).cpu())
+    pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64)
+    n = max(1, len(y))
+    return {"acc": (pred == y.cpu()).sum().item() / n, "loss": loss_sum / n, "pred": pred}
+
+
+def _autocast(device: torch.device, config: TrialConfig):
+    return torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and config.mixed_precision
+    )
+
+
+def train(
+    config: TrialConfig,
+    splits: Splits,
+    report: Report | None = None,
+    resume: dict[str, Any] | None = None,
+    device: torch.device | str | None = None,
+    threads: int | None = None,
+) -> TrainResult:
+    """Trains one model for ``config.epochs`` epochs, reporting after each.
+
+    Args:
+        config: the trial's configuration.
+        splits: train and validation data as uint8 tensors (validation may be
+            empty: then no per-epoch evaluation is done, as in a final run).
+        report: called after every epoch with the metrics (``trainers.metrics``
+            names) and the state to checkpoint; it may raise to stop the run.
+        resume: a state passed to ``report`` earlier; training continues after
+            its epoch and ends exactly where an uninterrupted run would (CPU).
+        device: defaults to CUDA when available.
+        threads: torch intra-op threads; set it to the CPUs the trial owns.
+
+    Returns:
+        The model, the per-epoch history and, if the loss stopped being finite,
+        the reason (the run ends at that epoch instead of crashing).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device) if device is not None else default_device()
+    channels_last = config.channels_last
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, splits.num_classes, config.depth, config.width).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    param_count = count_parameters(model)
+    optimizer = build_optimizer(config, model)
+    n = len(splits.train_x)
+    batch = min(config.batch_size, n)
+    steps_per_epoch = n // batch
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_at(s, total_steps, warmup_steps, config.lr, config.min_lr,
+                        config.warmup_start_factor) / config.lr,
+    )
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    start_epoch, train_seconds, history = 0, 0.0, []
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        gen.set_state(resume["rng"]["generator"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        start_epoch, train_seconds = resume["epoch"], resume["train_seconds"]
+        history = list(resume["history"])
+
+    train_x, train_y = splits.train_x.to(device), splits.train_y.to(device)
+    norm = _Normalizer(splits, device, channels_last)
+    policy = AugmentPolicy.from_strength(config.aug_strength, splits.train_x.shape[-1])
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    diverged = None
+
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        perm = torch.randperm(n, generator=gen, device=device)
+        for step in range(steps_per_epoch):
+            idx = perm[step * batch : (step + 1) * batch]
+            xb, yb = norm(train_x[idx], policy, gen), train_y[idx]
+            with _autocast(device, config):
+                out = model(xb)
+                loss = criterion(out.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (out.argmax(1) == yb).sum()
+            if (step + 1) % _DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                break
+        seen = steps_per_epoch * batch
+        train_time = time.perf_counter() - t0
+        train_loss = loss_sum.item() / seen
+        row: dict[str, Any] = {
+            M.EPOCH: epoch + 1,
+            M.TRAIN_LOSS: train_loss,
+            M.TRAIN_ACC: correct.item() / seen,
+            M.LR: optimizer.param_groups[0]["lr"],
+            M.IMAGES_PER_SEC: seen / max(train_time, 1e-9),
+            M.PARAM_COUNT: param_count,
+            M.DIVERGED: False,
+        }
+        if not math.isfinite(train_loss):
+            diverged = (
+                f"non-finite training loss in epoch {epoch + 1} (lr {config.lr:g}); "
+                "lower the learning rate or enable grad_clip"
+            )
+            row.update({M.DIVERGED: True, M.REASON: diverged, M.TRAIN_LOSS: float("nan")})
+            if len(splits.val_x):
+                row.update({M.VAL_ACC: 0.0, M.VAL_LOSS: float("nan")})
+        elif len(splits.val_x):
+            result = evaluate(model, splits.val_x, splits.val_y, splits, config, device)
+            row.update({M.VAL_ACC: result["acc"], M.VAL_LOSS: result["loss"]})
+        train_seconds += time.perf_counter() - t0
+        row[M.EPOCH_SECONDS] = time.perf_counter() - t0
+        row[M.TRAIN_SECONDS] = train_seconds
+        row[M.FINISHED] = diverged is None and epoch + 1 == config.epochs
+        history.append(row)
+        if report is not None:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "train_seconds": train_seconds,
+                "history": history,
+                "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
+                "config": config.to_dict(),
+            }
+            report(dict(row), state)
+        if diverged:
+            break
+    return TrainResult(model, history, param_count, train_seconds, diverged)
