@@ -8,6 +8,7 @@ trials; every finished trial stays in the Optuna storage.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import sys
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fixed["epochs"] = args.epochs
     if args.data_fraction:
         fixed["data_fraction"] = args.data_fraction
-    limits = preset.limits.__class__(**{**preset.limits.__dict__, "max_epochs": fixed["epochs"]})
+    limits = dataclasses.replace(preset.limits, max_epochs=fixed["epochs"])
     trials_wanted = args.trials or preset.trials
     gpu = torch.cuda.is_available()
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if gpu else 0.0)

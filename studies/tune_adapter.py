@@ -178,6 +178,7 @@ def run_trials(
     # The classic reporter prints one compact table; the new engine prints a
     # box per trial result, which buries the progress of a 16-trial study.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls home
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  configure_logging=True, logging_level="ERROR")

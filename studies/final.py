@@ -1,0 +1,143 @@
+"""Re-train the best configuration of a study and report it on the test split.
+
+    python studies/final.py --study resnet_cifar-quick [--seeds 3]
+
+Trains on train + validation (the whole training split) at the study's full
+epoch budget, once per seed, then evaluates each model on the test split, the
+only place the test split is used. Writes a checkpoint per seed, the config
+and a metrics JSON with provenance under RESULTS/final/STUDY/.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from studies import cli
+from trainers.errors import UserError
+
+
+def _parser() -> cli.Parser:
+    parser = cli.Parser(description=__doc__.split("\n")[0])
+    cli.add_common(parser)
+    parser.add_argument("--trial", type=int, help="trial number to re-run (default: the best COMPLETE one)")
+    parser.add_argument("--seeds", type=cli.positive_int, help="number of seeds (default: 3)")
+    parser.add_argument("--threads", type=cli.positive_int, help="torch threads (default: all cores)")
+    return parser
+
+
+def _pick_trial(study: Any, number: int | None) -> Any:
+    from optuna.trial import TrialState
+
+    if number is not None:
+        matches = [t for t in study.trials if t.number == number]
+        if not matches:
+            raise UserError(f"study {study.study_name!r} has no trial {number}")
+        return matches[0]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise UserError(f"study {study.study_name!r} has no COMPLETE trial yet; "
+                        "run studies/run.py first or pass --trial N")
+    return max(complete, key=lambda t: t.value)
+
+
+@cli.main_wrapper
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    import optuna
+    import torch
+
+    from trainers.config import TrialConfig
+    from trainers.data import load_dataset, make_splits
+    from trainers.loop import evaluate, train
+    from studies.provenance import provenance
+
+    preset_name, why = cli.pick_preset(args.preset)
+    study_name = args.study or f"{args.space}-{preset_name}"
+    storage_url = args.storage or cli.default_storage(args.results)
+    if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).exists():
+        raise UserError(f"no study storage at {storage_url}; run studies/run.py first or pass --storage")
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage_url)
+    except KeyError:
+        names = optuna.get_all_study_names(storage_url)
+        raise UserError(f"study {study_name!r} not found in {storage_url}; "
+                        f"studies there: {', '.join(names) or 'none'}") from None
+    trial = _pick_trial(study, args.trial)
+    if "config" not in trial.user_attrs:
+        raise UserError(f"trial {trial.number} has no saved config; pick another with --trial")
+    base = TrialConfig.from_dict(trial.user_attrs["config"])
+    changes: dict[str, Any] = {"val_fraction": 0.0}
+    if args.epochs:
+        changes["epochs"] = args.epochs
+    if args.data_fraction:
+        changes["data_fraction"] = args.data_fraction
+    config = base.replace(**changes)
+    seeds = list(range(args.seeds or 3))
+    print(f"final run of {study_name} trial {trial.number} (val acc {trial.value:.4f}): "
+          f"{config.epochs} epochs on train+validation, seeds {seeds}")
+
+    dataset = load_dataset(args.data, image_size=config.image_size, cache_dir=args.cache_dir)
+    splits = make_splits(dataset, val_fraction=0.0, data_fraction=config.data_fraction,
+                         seed=config.split_seed)
+    out = args.results / "final" / study_name
+    out.mkdir(parents=True, exist_ok=True)
+    runs, t0 = [], time.perf_counter()
+    for seed in seeds:
+        seed_config = config.replace(seed=seed)
+
+        def progress(metrics: dict[str, Any], state: dict[str, Any], seed: int = seed) -> None:
+            print(f"  seed {seed} epoch {metrics['epoch']}/{seed_config.epochs}: "
+                  f"train loss {metrics['train_loss']:.4f}, train acc {metrics['train_acc']:.4f}, "
+                  f"{metrics['images_per_sec']:.0f} img/s", flush=True)
+
+        result = train(seed_config, splits, report=progress, threads=args.threads)
+        if result.diverged:
+            raise UserError(f"seed {seed} diverged: {result.diverged}")
+        test = evaluate(result.model, dataset.test_x, dataset.test_y, splits, seed_config)
+        ckpt = out / f"model_seed{seed}.pt"
+        torch.save({k: v.cpu() for k, v in result.model.state_dict().items()}, ckpt)
+        per_class = _per_class(test["pred"], dataset.test_y, dataset.classes)
+        runs.append({"seed": seed, "test_acc": test["acc"], "test_loss": test["loss"],
+                     "train_seconds": result.train_seconds, "checkpoint": str(ckpt),
+                     "per_class_acc": per_class, "history": result.history,
+                     "confusion": _confusion(test["pred"], dataset.test_y, len(dataset.classes))})
+        print(f"  seed {seed}: test accuracy {test['acc']:.4f}")
+    accs = [r["test_acc"] for r in runs]
+    mean, std = statistics.fmean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
+    metrics = {"study": study_name, "trial": trial.number, "val_acc": trial.value,
+               "test_acc_mean": mean, "test_acc_std": std, "seeds": seeds,
+               "classes": list(dataset.classes), "runs": runs, "config": config.to_dict(),
+               "data": dataset.source, "wall_seconds": time.perf_counter() - t0,
+               "provenance": provenance()}
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"test accuracy {mean * 100:.2f} ± {std * 100:.2f}% over {len(seeds)} seeds "
+          f"(search's validation accuracy {trial.value * 100:.2f}%)")
+    print(f"wrote {out / 'metrics.json'}, {out / 'config.json'} and {len(runs)} checkpoints")
+    return 0
+
+
+def _per_class(pred: Any, target: Any, classes: Sequence[str]) -> dict[str, float]:
+    return {name: ((pred == k) & (target == k)).sum().item() / max(1, (target == k).sum().item())
+            for k, name in enumerate(classes)}
+
+
+def _confusion(pred: Any, target: Any, n: int) -> list[list[int]]:
+    import torch
+
+    matrix = torch.zeros(n, n, dtype=torch.int64)
+    matrix.index_put_((target, pred), torch.ones_like(target), accumulate=True)
+    return matrix.tolist()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The whole product at smoke size: real Ray Tune, real Optuna storage, real images."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(script, *args, timeout=600):
+    return subprocess.run([sys.executable, str(ROOT / "studies" / script), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def snapshot(study):
+    return [(t.number, t.state, t.value, t.intermediate_values, t.user_attrs) for t in study.trials
+            if t.state != TrialState.RUNNING]
+
+
+@pytest.fixture(scope="module")
+def study_run(tiny_cifar, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    common = ["--preset", "smoke", "--data", tiny_cifar, "--data-fraction", "1",
+              "--results", results, "--cache-dir", results / "cache"]
+    proc = run("run.py", *common, "--trials", 4)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results, common, proc
+
+
+def test_study_records_true_states_curves_and_attributes(study_run):
+    results, _, proc = study_run
+    study = optuna.load_study(study_name="resnet_cifar-smoke",
+                              storage=f"sqlite:///{results / 'optuna.db'}")
+    trials = study.trials
+    assert len(trials) == 4
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert trials[0].state == TrialState.COMPLETE  # the enqueued default runs its full budget
+    assert study.metric_names == ["val_acc"]
+    for t in trials:
+        epochs = t.user_attrs["epochs_run"]
+        assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
+        assert t.user_attrs["train_seconds"] > 0 and t.user_attrs["param_count"] > 0
+        assert t.user_attrs["ray_trial_id"] and t.user_attrs["config"]["epochs"] == 2
+        if t.state == TrialState.COMPLETE:
+            assert epochs == 2 and t.value == t.intermediate_values[2]
+        else:
+            assert epochs < 2
+    assert (results / "resnet_cifar-smoke" / "leaderboard.html").stat().st_size > 100_000
+    out = proc.stdout
+    assert "preset: smoke" in out and "rank" in out
+    assert f"optuna-dashboard sqlite:///{results / 'optuna.db'} --host 127.0.0.1" in out
+    assert "python studies/final.py --study resnet_cifar-smoke" in out
+
+
+def test_final_run_trains_seeds_and_reports_test_accuracy(study_run):
+    results, common, _ = study_run
+    proc = run("final.py", *common, "--seeds", 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = results / "final" / "resnet_cifar-smoke"
+    metrics = json.loads((out / "metrics.json").read_text())
+    accs = [r["test_acc"] for r in metrics["runs"]]
+    assert len(accs) == 2 and metrics["seeds"] == [0, 1]
+    assert metrics["test_acc_mean"] == pytest.approx(sum(accs) / 2)
+    assert all(0 <= a <= 1 for a in accs)
+    assert metrics["config"]["val_fraction"] == 0.0
+    prov = metrics["provenance"]
+    assert torch.__version__.startswith(prov["versions"]["torch"]) and prov["versions"]["optuna"]
+    assert "git_commit" in prov and prov["python"] and metrics["wall_seconds"] > 0
+    assert len(metrics["runs"][0]["confusion"]) == 10
+    assert sum(map(sum, metrics["runs"][0]["confusion"])) == 100  # the whole test split
+    state = torch.load(out / "model_seed0.pt", weights_only=True)
+    assert "head.weight" in state
+    assert "test accuracy" in proc.stdout and "±" in proc.stdout
+
+
+def test_rerun_continues_the_study_without_touching_finished_trials(study_run):
+    results, common, _ = study_run
+    storage = f"sqlite:///{results / 'optuna.db'}"
+    before = snapshot(optuna.load_study(study_name="resnet_cifar-smoke", storage=storage))
+    proc = run("run.py", *common, "--trials", 4)
+    assert proc.returncode == 0 and "4 finished, running 0 more" in proc.stdout
+    proc = run("run.py", *common, "--trials", 5)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = snapshot(optuna.load_study(study_name="resnet_cifar-smoke", storage=storage))
+    assert after[:4] == before and len(after) == 5

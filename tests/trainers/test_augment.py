@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from trainers import augment as A
+
+
+def _batch(n=16, size=32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=gen)
+
+
+def _gen(seed=1):
+    return torch.Generator().manual_seed(seed)
+
+
+OPS = {
+    "flip": lambda x, g: A.random_flip(x, 0.5, g),
+    "translate": lambda x, g: A.random_translate(x, 4, g),
+    "jitter": lambda x, g: A.color_jitter(x, 0.4, g),
+    "erasing": lambda x, g: A.random_erasing(x, 1.0, g),
+    "randaugment": lambda x, g: A.rand_augment(x, 2, 0.7, g),
+    **{f"ra_{name}": (lambda op: lambda x, g: op(x, 0.8, g).clamp(0, 1))(op)
+       for name, op in A.RANDAUGMENT_OPS.items() if name != "identity"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_op_keeps_shape_dtype_and_range(name):
+    x = _batch()
+    y = OPS[name](x, _gen())
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert y.min() >= 0 and y.max() <= 1
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_op_draws_per_sample_randomness(name):
+    # Identical images in one batch must not all receive the same transformation.
+    x = _batch(n=1).expand(32, -1, -1, -1).contiguous()
+    y = OPS[name](x, _gen())
+    distinct = {tuple(img.flatten()[::97].tolist()) for img in y}
+    if name in ("ra_autocontrast", "ra_equalize", "ra_solarize", "ra_posterize"):
+        # Deterministic ops: randomness is whether and which op, tested via randaugment.
+        assert len(distinct) >= 1
+    else:
+        assert len(distinct) > 1
+
+
+@pytest.mark.parametrize("name", sorted(set(A.RANDAUGMENT_OPS) - {"identity"}))
+def test_randaugment_ops_are_identity_at_zero_magnitude(name):
+    x = (_batch() * 255).round() / 255  # on the uint8 grid, as real images are
+    y = A.RANDAUGMENT_OPS[name](x, 0.0, _gen())
+    torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
+
+
+def test_strength_zero_is_the_identity():
+    x = _batch()
+    policy = A.AugmentPolicy.from_strength(0.0)
+    assert policy.is_identity
+    assert torch.equal(A.augment(x, policy, _gen()), x)
+
+
+def test_strength_scales_every_op_monotonically():
+    weak, strong = A.AugmentPolicy.from_strength(0.2), A.AugmentPolicy.from_strength(0.9)
+    for field in ("flip_p", "translate_pad", "jitter", "erase_p", "randaug_p", "randaug_magnitude"):
+        assert getattr(weak, field) <= getattr(strong, field), field
+    assert strong.translate_pad > 0 and strong.randaug_magnitude > 0
+    # Stronger augmentation moves images further from the originals.
+    x = _batch(n=64)
+    weak_change = (A.augment(x, weak, _gen()) - x).abs().mean()
+    strong_change = (A.augment(x, strong, _gen()) - x).abs().mean()
+    assert 0 < weak_change < strong_change
+
+
+@pytest.mark.parametrize("strength", [0.3, 1.0])
+def test_augment_is_reproducible_with_the_same_generator(strength):
+    x = _batch()
+    policy = A.AugmentPolicy.from_strength(strength)
+    assert torch.equal(A.augment(x, policy, _gen(5)), A.augment(x, policy, _gen(5)))
+    assert not torch.equal(A.augment(x, policy, _gen(5)), A.augment(x, policy, _gen(6)))
+
+
+def test_translate_moves_content_by_whole_pixels():
+    x = _batch(n=8)
+    y = A.random_translate(x, 2, _gen())
+    for img, out in zip(x, y):
+        found = any(
+            torch.equal(out[:, max(0, dy):32 + min(0, dy), max(0, dx):32 + min(0, dx)],
+                        img[:, max(0, -dy):32 + min(0, -dy), max(0, -dx):32 + min(0, -dx)])
+            for dy in range(-2, 3) for dx in range(-2, 3)
+        )
+        assert found
+
+
+def test_flip_mirrors_exactly():
+    x = _batch(n=64)
+    y = A.random_flip(x, 0.5, _gen())
+    flipped = torch.stack([torch.equal(a, b.flip(2)) for a, b in zip(y, x)])
+    kept = torch.stack([torch.equal(a, b) for a, b in zip(y, x)])
+    assert (flipped | kept).all() and flipped.any() and kept.any()

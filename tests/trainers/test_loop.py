@@ -1,0 +1,97 @@
+import math
+
+import pytest
+import torch
+
+from tests.conftest import write_image_folder
+from trainers import metrics as M
+from trainers.config import TrialConfig
+from trainers.data import load_dataset, make_splits
+from trainers.loop import lr_at, train
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = write_image_folder(tmp_path_factory.mktemp("data"), ["a", "b", "c", "d"], 24, 4)
+    ds = load_dataset(root, cache_dir=root / "cache")
+    return make_splits(ds, val_fraction=0.25, seed=0)
+
+
+def tiny(**changes):
+    base = dict(depth=10, width=4, epochs=3, batch_size=16, lr=0.01, warmup_epochs=1.0,
+                aug_strength=0.5, label_smoothing=0.1, grad_clip=1.0)
+    return TrialConfig(**{**base, **changes})
+
+
+def test_lr_schedule_matches_warmup_then_cosine_formula():
+    total, warm, peak, low, start = 100, 10, 0.1, 1e-4, 0.01
+    assert lr_at(0, total, warm, peak, low, start) == pytest.approx(peak * start)
+    assert lr_at(5, total, warm, peak, low, start) == pytest.approx(peak * (start + (1 - start) * 0.5))
+    for step in (10, 30, 55, 80, 100):
+        t, T = step - warm, total - warm
+        expected = low + 0.5 * (peak - low) * (1 + math.cos(math.pi * t / T))
+        assert lr_at(step, total, warm, peak, low, start) == pytest.approx(expected)
+    assert lr_at(10, total, warm, peak, low, start) == pytest.approx(peak)
+    assert lr_at(100, total, warm, peak, low, start) == pytest.approx(low)
+    assert lr_at(3, total, 0, peak, low, start) < peak  # no warm-up: decay from step 0
+
+
+def test_training_reports_every_epoch_and_follows_the_schedule(splits):
+    config = tiny()
+    rows = []
+    result = train(config, splits, report=lambda m, s: rows.append(m), threads=1)
+    assert [r[M.EPOCH] for r in rows] == [1, 2, 3]
+    for key in (M.VAL_ACC, M.VAL_LOSS, M.TRAIN_LOSS, M.TRAIN_ACC, M.LR, M.EPOCH_SECONDS,
+                M.IMAGES_PER_SEC, M.TRAIN_SECONDS):
+        assert all(math.isfinite(r[key]) for r in rows), key
+    assert [r[M.FINISHED] for r in rows] == [False, False, True]
+    steps = len(splits.train_x) // config.batch_size
+    for r in rows:  # the lr after each epoch's last step is the formula's value
+        expected = lr_at(steps * r[M.EPOCH], steps * 3, steps, config.lr, config.min_lr,
+                         config.warmup_start_factor)
+        assert r[M.LR] == pytest.approx(expected)
+    assert rows[-1][M.LR] == pytest.approx(config.min_lr)
+    assert torch.get_num_threads() == 1
+    # The data is learnable: the model ends well above chance (25%).
+    assert result.last[M.VAL_ACC] > 0.5
+
+
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(splits, tmp_path):
+    config = tiny(epochs=3, aug_strength=0.8)
+    states = {}
+
+    def keep(metrics, state):
+        path = tmp_path / f"epoch{metrics[M.EPOCH]}.pt"
+        torch.save(state, path)
+        states[metrics[M.EPOCH]] = path
+
+    full = train(config, splits, report=keep, threads=1)
+    resume = torch.load(states[1], weights_only=True)
+    resumed = train(config, splits, report=None, resume=resume, threads=1)
+    assert [r[M.VAL_ACC] for r in resumed.history] == [r[M.VAL_ACC] for r in full.history]
+    assert [r[M.TRAIN_LOSS] for r in resumed.history] == [r[M.TRAIN_LOSS] for r in full.history]
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_diverging_run_ends_with_a_reason_instead_of_crashing(splits):
+    config = tiny(optimizer="sgd", lr=10.0, momentum=0.99, grad_clip=0.0, warmup_epochs=0.0,
+                  weight_decay=0.0, epochs=3, label_smoothing=0.0)
+    rows = []
+    result = train(config, splits, report=lambda m, s: rows.append(m), threads=1)
+    assert result.diverged and "non-finite" in result.diverged
+    assert rows[-1][M.DIVERGED] is True and "learning rate" in rows[-1][M.REASON]
+    assert rows[-1][M.FINISHED] is False
+
+
+def test_final_mode_without_validation_skips_evaluation(splits):
+    final = make_splits_without_val(splits)
+    rows = []
+    train(tiny(epochs=1), final, report=lambda m, s: rows.append(m), threads=1)
+    assert M.VAL_ACC not in rows[0] and rows[0][M.FINISHED] is True
+
+
+def make_splits_without_val(splits):
+    import dataclasses
+
+    return dataclasses.replace(splits, val_x=splits.val_x[:0], val_y=splits.val_y[:0])
