@@ -1,7 +1,9 @@
 """Search spaces, one module per space, found by name.
 
 A space is a define-by-run function ``space(trial, limits) -> dict`` that calls
-``trial.suggest_*`` and returns constants only: no data, no model, no compute.
+``trial.suggest_*`` and returns the trial's config keys as constants: no data,
+no model, no compute. Parameter names are Optuna's (they may be prefixed per
+architecture, e.g. ``vgg_depth``); the returned keys are TrialConfig fields.
 ``limits`` carries the preset's caps (which depths and widths fit the budget).
 """
 
@@ -49,9 +51,3 @@ def get_space(name: str) -> Space:
     if name not in list_spaces():
         raise UnknownSpaceError(f"unknown search space {name!r}; known spaces: {', '.join(list_spaces())}")
     return importlib.import_module(f"{__name__}.{name}").space
-
-
-def get_defaults(name: str, limits: SpaceLimits) -> dict[str, Any]:
-    """A known-good point of the space, enqueued as a study's first trial."""
-    get_space(name)
-    return importlib.import_module(f"{__name__}.{name}").defaults(limits)

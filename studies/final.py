@@ -1,11 +1,14 @@
 """Re-train the best configuration of a study and report it on the test split.
 
     python studies/final.py --study resnet_cifar-quick [--seeds 3]
+    python studies/final.py --config torch_reference --preset quick
 
 Trains on train + validation (the whole training split) at the study's full
 epoch budget, once per seed, then evaluates each model on the test split, the
 only place the test split is used. Writes a checkpoint per seed, the config
-and a metrics JSON with provenance under RESULTS/final/STUDY/.
+and a metrics JSON with provenance under RESULTS/final/STUDY/. ``--config``
+runs a named recipe instead (scaled to the preset's budget), under
+RESULTS/final/CONFIG-PRESET/.
 """
 
 from __future__ import annotations
@@ -22,16 +25,33 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from studies import cli
+from studies.presets import PRESETS
 from trainers.errors import UserError
 
 
 def _parser() -> cli.Parser:
     parser = cli.Parser(description=__doc__.split("\n")[0])
     cli.add_common(parser)
+    parser.add_argument("--config", help="run a named recipe instead of a study's best trial "
+                        "(torch_reference, keras_reference)")
     parser.add_argument("--trial", type=int, help="trial number to re-run (default: the best COMPLETE one)")
     parser.add_argument("--seeds", type=cli.positive_int, help="number of seeds (default: 3)")
     parser.add_argument("--threads", type=cli.positive_int, help="torch threads (default: all cores)")
     return parser
+
+
+def _load_study(name: str, args: Any) -> Any:
+    import optuna
+
+    storage_url = args.storage or cli.default_storage(args.results)
+    if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).exists():
+        raise UserError(f"no study storage at {storage_url}; run studies/run.py first or pass --storage")
+    try:
+        return optuna.load_study(study_name=name, storage=storage_url)
+    except KeyError:
+        names = optuna.get_all_study_names(storage_url)
+        raise UserError(f"study {name!r} not found in {storage_url}; "
+                        f"studies there: {', '.join(names) or 'none'}") from None
 
 
 def _pick_trial(study: Any, number: int | None) -> Any:
@@ -52,7 +72,6 @@ def _pick_trial(study: Any, number: int | None) -> Any:
 @cli.main_wrapper
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    import optuna
     import torch
 
     from trainers.config import TrialConfig
@@ -61,20 +80,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from studies.provenance import provenance
 
     preset_name, why = cli.pick_preset(args.preset)
-    study_name = args.study or f"{args.space}-{preset_name}"
-    storage_url = args.storage or cli.default_storage(args.results)
-    if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).exists():
-        raise UserError(f"no study storage at {storage_url}; run studies/run.py first or pass --storage")
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage_url)
-    except KeyError:
-        names = optuna.get_all_study_names(storage_url)
-        raise UserError(f"study {study_name!r} not found in {storage_url}; "
-                        f"studies there: {', '.join(names) or 'none'}") from None
-    trial = _pick_trial(study, args.trial)
-    if "config" not in trial.user_attrs:
-        raise UserError(f"trial {trial.number} has no saved config; pick another with --trial")
-    base = TrialConfig.from_dict(trial.user_attrs["config"])
+    if args.config:
+        from trainers.recipes import get_recipe
+
+        preset = PRESETS[preset_name]
+        base = get_recipe(args.config, epochs=preset.epochs, data_fraction=preset.data_fraction,
+                          max_width=max(preset.limits.widths))
+        study_name, trial_number, val_acc = f"{args.config}-{preset_name}", None, None
+        print(f"preset: {preset_name} ({why})")
+        print(f"final run of config {args.config!r} scaled to the {preset_name} preset")
+    else:
+        study_name = args.study or f"{args.space}-{preset_name}"
+        trial = _pick_trial(_load_study(study_name, args), args.trial)
+        if "config" not in trial.user_attrs:
+            raise UserError(f"trial {trial.number} has no saved config; pick another with --trial")
+        base = TrialConfig.from_dict(trial.user_attrs["config"])
+        trial_number, val_acc = trial.number, trial.value
+        print(f"final run of {study_name} trial {trial.number} (val acc {trial.value:.4f})")
     changes: dict[str, Any] = {"val_fraction": 0.0}
     if args.epochs:
         changes["epochs"] = args.epochs
@@ -82,8 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["data_fraction"] = args.data_fraction
     config = base.replace(**changes)
     seeds = list(range(args.seeds or 3))
-    print(f"final run of {study_name} trial {trial.number} (val acc {trial.value:.4f}): "
-          f"{config.epochs} epochs on train+validation, seeds {seeds}")
+    print(f"{config.model}-{config.depth} width {config.width}: {config.epochs} epochs on "
+          f"train+validation ({config.data_fraction:.0%} of it), seeds {seeds}")
 
     dataset = load_dataset(args.data, image_size=config.image_size, cache_dir=args.cache_dir)
     splits = make_splits(dataset, val_fraction=0.0, data_fraction=config.data_fraction,
@@ -113,15 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  seed {seed}: test accuracy {test['acc']:.4f}")
     accs = [r["test_acc"] for r in runs]
     mean, std = statistics.fmean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
-    metrics = {"study": study_name, "trial": trial.number, "val_acc": trial.value,
+    metrics = {"study": study_name, "trial": trial_number, "val_acc": val_acc, "recipe": args.config,
                "test_acc_mean": mean, "test_acc_std": std, "seeds": seeds,
                "classes": list(dataset.classes), "runs": runs, "config": config.to_dict(),
                "data": dataset.source, "wall_seconds": time.perf_counter() - t0,
                "provenance": provenance()}
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"test accuracy {mean * 100:.2f} ± {std * 100:.2f}% over {len(seeds)} seeds "
-          f"(search's validation accuracy {trial.value * 100:.2f}%)")
+    search = f" (search's validation accuracy {val_acc * 100:.2f}%)" if val_acc is not None else ""
+    print(f"test accuracy {mean * 100:.2f} ± {std * 100:.2f}% over {len(seeds)} seeds{search}")
     print(f"wrote {out / 'metrics.json'}, {out / 'config.json'} and {len(runs)} checkpoints")
     return 0
 

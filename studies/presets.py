@@ -34,7 +34,7 @@ PRESETS = {
     "smoke": Preset("smoke", trials=4, epochs=2, data_fraction=0.05, batch_size=64,
                     limits=SpaceLimits(depths=(10,), widths=(4, 8), max_epochs=2),
                     grace_period=1, reduction_factor=2),
-    "quick": Preset("quick", trials=16, epochs=5, data_fraction=0.25, batch_size=128,
+    "quick": Preset("quick", trials=16, epochs=5, data_fraction=0.2, batch_size=128,
                     limits=SpaceLimits(depths=(10, 18), widths=(8, 16), max_epochs=5),
                     grace_period=1, reduction_factor=3),
     "full": Preset("full", trials=64, epochs=30, data_fraction=1.0, batch_size=256,

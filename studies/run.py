@@ -26,7 +26,18 @@ from trainers.errors import UserError
 
 
 def _space_with_fixed(trial: Any, space: Any, limits: Any, fixed: dict[str, Any]) -> dict[str, Any]:
-    # Module-level (not a lambda) so Ray can pickle the searcher if it wants to.
+    """The trial's whole config: the preset's fixed keys plus the space's samples.
+
+    A baseline trial (enqueued with a ``recipe`` user attribute) samples nothing:
+    it runs the named recipe scaled to the preset, so Optuna's record of it holds
+    no made-up parameters. Module-level (not a lambda) so Ray can pickle it.
+    """
+    from trainers.recipes import get_recipe
+
+    recipe = trial.user_attrs.get("recipe")
+    if recipe:
+        return get_recipe(recipe, epochs=fixed["epochs"], data_fraction=fixed["data_fraction"],
+                          max_width=max(limits.widths)).to_dict()
     return {**fixed, **space(trial, limits)}
 
 
@@ -49,9 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
     import torch
 
-    from search_spaces import get_defaults, get_space
+    from search_spaces import get_space
     from studies import storage as st
     from trainers.data import load_dataset, make_splits
+    from trainers.recipes import list_recipes
 
     space = get_space(args.space)
     preset_name, why = cli.pick_preset(args.preset)
@@ -95,8 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"study {study_name!r} in {storage_url}: {done} finished, running {max(0, remaining)} more")
 
     if remaining > 0:
-        if not study.trials:
-            study.enqueue_trial(get_defaults(args.space, limits))
+        if not study.trials:  # the baselines the search has to beat come first
+            for name in list_recipes():
+                study.enqueue_trial({}, user_attrs={"recipe": name})
         from studies.tune_adapter import run_trials
 
         sampler = optuna.samplers.TPESampler(

@@ -88,6 +88,14 @@ class TruthfulOptunaSearch(OptunaSearch):
         self._book = book
         self._last_epoch: dict[str, int] = {}
 
+    def _suggest_from_define_by_run_func(self, func: Callable, ot_trial: Any) -> dict[str, Any]:
+        # A space returns the trial's whole config. Ray would also merge in the
+        # raw Optuna parameters, whose names (e.g. ``vgg_depth``) are not config keys.
+        config = func(ot_trial)
+        if not isinstance(config, dict):
+            raise TypeError(f"a search space must return a dict, got {type(config).__name__}")
+        return config
+
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self._report(trial_id, result)
 

@@ -22,8 +22,9 @@ class TrialConfig:
 
     Attributes:
         model: name in the model registry (``trainers.models.list_models()``).
-        depth: network depth, meaning defined by the model (ResNet: 10, 18, 34).
-        width: channels of the first stage; later stages scale from it.
+        depth: network depth, meaning defined by the model (ResNet: 10, 18, 20,
+            34; see docs/models.md); 0 is the model's canonical depth.
+        width: the model's width knob (usually first-stage channels); 0 is canonical.
         image_size: side in pixels that images are resized to when loaded.
         epochs: full training budget; the LR schedule spans all of it.
         batch_size: training batch size.
@@ -36,7 +37,16 @@ class TrialConfig:
         min_lr: the cosine decay ends here (eta_min).
         label_smoothing: cross-entropy label smoothing.
         grad_clip: max global gradient norm; 0 disables clipping.
-        aug_strength: 0 is no augmentation, 1 the strongest policy.
+        aug_strength: 0 is no augmentation, 0.5 the reference recipes' magnitudes,
+            1 the strongest; it scales every op in ``aug_ops``.
+        aug_ops: comma-separated augmentation ops (``trainers.augment.AUG_OPS``):
+            crop, flip, jitter, contrast, rotate, translate, zoom, erasing,
+            randaugment, trivialaugment, autoaugment, mixup, cutmix.
+        drop_path: stochastic-depth rate, on architectures with residual blocks.
+        ema_decay: evaluate an exponential moving average of the weights with
+            this decay per step (e.g. 0.999); 0 disables it.
+        tta_flip: average the predictions of each image and its mirror image.
+        compile: ``torch.compile`` the model (CUDA only; ignored on CPU).
         data_fraction: share of the training split used (stratified).
         val_fraction: share of train carved out for validation; 0 in a final run.
         split_seed: seed of the train/validation split, shared by a whole study.
@@ -63,6 +73,11 @@ class TrialConfig:
     label_smoothing: float = 0.0
     grad_clip: float = 0.0
     aug_strength: float = 0.5
+    aug_ops: str = "crop,flip,jitter,randaugment,erasing"
+    drop_path: float = 0.0
+    ema_decay: float = 0.0
+    tta_flip: bool = False
+    compile: bool = False
     data_fraction: float = 1.0
     val_fraction: float = 0.1
     split_seed: int = 0
@@ -81,9 +96,9 @@ class TrialConfig:
                 )
             if field.type == "float" and not math.isfinite(value):
                 raise ConfigError(f"config key {field.name!r} must be finite, got {value!r}")
-        _check(self.depth >= 1, "depth", self.depth, ">= 1")
-        _check(self.width >= 1, "width", self.width, ">= 1")
-        _check(8 <= self.image_size <= 1024, "image_size", self.image_size, "in [8, 1024]")
+        _check(self.depth >= 0, "depth", self.depth, ">= 0 (0: the model's canonical depth)")
+        _check(self.width >= 0, "width", self.width, ">= 0 (0: the model's canonical width)")
+        _check(28 <= self.image_size <= 1024, "image_size", self.image_size, "in [28, 1024]")
         _check(self.epochs >= 1, "epochs", self.epochs, ">= 1")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
@@ -109,10 +124,22 @@ class TrialConfig:
         )
         _check(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction, "in [0, 1)")
         _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
-        # Imported here: the registry imports torch, the config should not need to.
-        from trainers.models import list_models
+        _check(0 <= self.drop_path <= 0.5, "drop_path", self.drop_path, "in [0, 0.5]")
+        _check(0 <= self.ema_decay < 1, "ema_decay", self.ema_decay, "in [0, 1)")
+        # Imported here: these modules import torch, the config should not need to.
+        from trainers.augment import parse_ops
+        from trainers.models import list_models, model_info
 
         _check(self.model in list_models(), "model", self.model, f"one of {list_models()}")
+        info = model_info(self.model)
+        _check(self.depth == 0 or self.depth in info.depths, "depth", self.depth,
+               f"0 or one of {list(info.depths)} for {self.model}")
+        _check(self.drop_path == 0 or info.has_drop_path, "drop_path", self.drop_path,
+               f"0 for {self.model}, which has no residual blocks to drop")
+        try:
+            parse_ops(self.aug_ops)
+        except ConfigError as err:
+            raise ConfigError(f"config key 'aug_ops': {err}") from None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialConfig:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers import metrics as M
-from trainers.augment import AugmentPolicy, augment
+from trainers.augment import AugmentPolicy, augment, mix
 from trainers.config import TrialConfig
 from trainers.data import Splits
 from trainers.models import count_parameters, create_model
@@ -95,7 +95,10 @@ class _Normalizer:
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, splits: Splits,
              config: TrialConfig, device: torch.device | None = None) -> dict[str, Any]:
-    """Accuracy, mean loss and predictions of ``model`` on uint8 images ``x``."""
+    """Accuracy, mean loss and predictions of ``model`` on uint8 images ``x``.
+
+    With ``config.tta_flip`` the logits of each image and its mirror are averaged.
+    """
     device = device or next(model.parameters()).device
     norm = _Normalizer(splits, device, config.channels_last)
     model.eval()
@@ -104,7 +107,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, splits: Splits,
         xb = x[i : i + config.eval_batch_size].to(device, non_blocking=True)
         yb = y[i : i + config.eval_batch_size].to(device, non_blocking=True)
         with _autocast(device, config):
-            out = model(norm(xb)).float()
+            inputs = norm(xb)
+            out = model(inputs).float()
+            if config.tta_flip:
+                out = (out + model(inputs.flip(3)).float()) / 2
         loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
         preds.append(out.argmax(1).cpu())
     pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64)
@@ -140,18 +146,26 @@ def train(
         threads: torch intra-op threads; set it to the CPUs the trial owns.
 
     Returns:
-        The model, the per-epoch history and, if the loss stopped being finite,
-        the reason (the run ends at that epoch instead of crashing).
+        The model that was evaluated (the EMA copy when ``ema_decay`` is set), the
+        per-epoch history and, if the loss stopped being finite, the reason (the
+        run ends at that epoch instead of crashing).
     """
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device) if device is not None else default_device()
     channels_last = config.channels_last
     torch.manual_seed(config.seed)
-    model = create_model(config.model, splits.num_classes, config.depth, config.width).to(device)
+    model = _build_model(config, splits.num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     param_count = count_parameters(model)
+    # The EMA copy (averaging buffers too, so its BatchNorm statistics match).
+    ema = None
+    if config.ema_decay:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay),
+            use_buffers=True)
+    step_model = torch.compile(model) if config.compile and device.type == "cuda" else model
     optimizer = build_optimizer(config, model)
     n = len(splits.train_x)
     batch = min(config.batch_size, n)
@@ -173,11 +187,15 @@ def train(
         torch.set_rng_state(resume["rng"]["torch"])
         start_epoch, train_seconds = resume["epoch"], resume["train_seconds"]
         history = list(resume["history"])
+        if ema is not None:
+            ema.load_state_dict(resume["ema"])
 
     train_x, train_y = splits.train_x.to(device), splits.train_y.to(device)
     norm = _Normalizer(splits, device, channels_last)
-    policy = AugmentPolicy.from_strength(config.aug_strength, splits.train_x.shape[-1])
+    policy = AugmentPolicy.from_strength(config.aug_strength, splits.train_x.shape[-1],
+                                         config.aug_ops)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    eval_model = ema.module if ema is not None else model
     diverged = None
 
     for epoch in range(start_epoch, config.epochs):
@@ -189,15 +207,20 @@ def train(
         for step in range(steps_per_epoch):
             idx = perm[step * batch : (step + 1) * batch]
             xb, yb = norm(train_x[idx], policy, gen), train_y[idx]
+            target = yb
+            if policy.mixes:
+                xb, target = mix(xb, yb, splits.num_classes, policy, gen)
             with _autocast(device, config):
-                out = model(xb)
-                loss = criterion(out.float(), yb)
+                out = step_model(xb)
+                loss = criterion(out.float(), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             loss_sum += loss.detach() * len(idx)
             correct += (out.argmax(1) == yb).sum()
             if (step + 1) % _DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
@@ -223,7 +246,7 @@ def train(
             if len(splits.val_x):
                 row.update({M.VAL_ACC: 0.0, M.VAL_LOSS: float("nan")})
         elif len(splits.val_x):
-            result = evaluate(model, splits.val_x, splits.val_y, splits, config, device)
+            result = evaluate(eval_model, splits.val_x, splits.val_y, splits, config, device)
             row.update({M.VAL_ACC: result["acc"], M.VAL_LOSS: result["loss"]})
         train_seconds += time.perf_counter() - t0
         row[M.EPOCH_SECONDS] = time.perf_counter() - t0
@@ -241,7 +264,14 @@ def train(
                 "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
                 "config": config.to_dict(),
             }
+            if ema is not None:
+                state["ema"] = ema.state_dict()
             report(dict(row), state)
         if diverged:
             break
-    return TrainResult(model, history, param_count, train_seconds, diverged)
+    return TrainResult(eval_model, history, param_count, train_seconds, diverged)
+
+
+def _build_model(config: TrialConfig, num_classes: int) -> nn.Module:
+    return create_model(config.model, num_classes, depth=config.depth, width=config.width,
+                        drop_path=config.drop_path, image_size=config.image_size)

@@ -1,7 +1,8 @@
 import optuna
 import pytest
 
-from search_spaces import SpaceLimits, UnknownSpaceError, get_defaults, get_space, list_spaces
+from search_spaces import SpaceLimits, UnknownSpaceError, get_space, list_spaces
+from search_spaces.cifar_zoo import AUG_POLICIES
 from studies.presets import PRESETS
 from trainers.config import TrialConfig
 
@@ -29,9 +30,17 @@ def test_every_space_yields_valid_configs_within_the_preset(name, preset):
     for _ in range(25):
         trial = study.ask()
         values = get_space(name)(trial, p.limits)
-        config = TrialConfig.from_dict({**p.fixed, **trial.params, **values})
-        assert config.depth in p.limits.depths and config.width in p.limits.widths
+        config = TrialConfig.from_dict({**p.fixed, **values})
+        if name == "resnet_cifar":
+            assert config.depth in p.limits.depths and config.width in p.limits.widths
         assert config.warmup_epochs <= p.epochs
+        # Every sampled value reaches the config (nothing is sampled and dropped).
+        for key, value in trial.params.items():
+            field = key.removeprefix(f"{values['model']}_")
+            if field == "aug_policy":
+                assert values["aug_ops"] == AUG_POLICIES[value]
+            else:
+                assert values[field] == value, key
         study.tell(trial, 0.5)
 
 
@@ -51,14 +60,15 @@ def test_same_seed_gives_the_same_parameters(name):
     assert draw(7) != draw(8)
 
 
-@pytest.mark.parametrize("name", list_spaces())
-@pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_defaults_are_a_point_of_the_space(name, preset):
-    p = PRESETS[preset]
-    defaults = get_defaults(name, p.limits)
-    study = optuna.create_study()
-    study.enqueue_trial(defaults)
-    trial = study.ask()
-    values = get_space(name)(trial, p.limits)
-    assert trial.params == defaults
-    TrialConfig.from_dict({**p.fixed, **trial.params, **values})
+def test_cifar_zoo_ranks_every_family_with_its_own_knobs():
+    from trainers.models import list_models
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = {}
+    for _ in range(200):
+        trial = study.ask()
+        values = get_space("cifar_zoo")(trial, PRESETS["quick"].limits)
+        seen.setdefault(values["model"], set(trial.params))
+        study.tell(trial, 0.1)
+    assert set(seen) == set(list_models())
+    assert "vgg_depth" in seen["vgg"] and "resnet_depth" not in seen["vgg"]

@@ -19,8 +19,11 @@ OPS = {
     "jitter": lambda x, g: A.color_jitter(x, 0.4, g),
     "erasing": lambda x, g: A.random_erasing(x, 1.0, g),
     "randaugment": lambda x, g: A.rand_augment(x, 2, 0.7, g),
+    "trivialaugment": lambda x, g: A.trivial_augment(x, g, 1.0),
+    "autoaugment": lambda x, g: A.auto_augment(x, g, 1.0),
+    "affine": lambda x, g: A.random_affine(x, 15.0, 0.1, 0.1, g),
     **{f"ra_{name}": (lambda op: lambda x, g: op(x, 0.8, g).clamp(0, 1))(op)
-       for name, op in A.RANDAUGMENT_OPS.items() if name != "identity"},
+       for name, op in A._POLICY_OPS.items() if name != "identity"},
 }
 
 
@@ -38,17 +41,17 @@ def test_op_draws_per_sample_randomness(name):
     x = _batch(n=1).expand(32, -1, -1, -1).contiguous()
     y = OPS[name](x, _gen())
     distinct = {tuple(img.flatten()[::97].tolist()) for img in y}
-    if name in ("ra_autocontrast", "ra_equalize", "ra_solarize", "ra_posterize"):
+    if name in ("ra_autocontrast", "ra_equalize", "ra_solarize", "ra_posterize", "ra_invert"):
         # Deterministic ops: randomness is whether and which op, tested via randaugment.
         assert len(distinct) >= 1
     else:
         assert len(distinct) > 1
 
 
-@pytest.mark.parametrize("name", sorted(set(A.RANDAUGMENT_OPS) - {"identity"}))
+@pytest.mark.parametrize("name", sorted(set(A._POLICY_OPS) - {"identity"}))
 def test_randaugment_ops_are_identity_at_zero_magnitude(name):
     x = (_batch() * 255).round() / 255  # on the uint8 grid, as real images are
-    y = A.RANDAUGMENT_OPS[name](x, 0.0, _gen())
+    y = A._POLICY_OPS[name](x, 0.0, _gen())
     torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
 
 
@@ -94,6 +97,52 @@ def test_translate_moves_content_by_whole_pixels():
 def test_flip_mirrors_exactly():
     x = _batch(n=64)
     y = A.random_flip(x, 0.5, _gen())
-    flipped = torch.stack([torch.equal(a, b.flip(2)) for a, b in zip(y, x)])
-    kept = torch.stack([torch.equal(a, b) for a, b in zip(y, x)])
+    flipped = torch.tensor([torch.equal(a, b.flip(2)) for a, b in zip(y, x)])
+    kept = torch.tensor([torch.equal(a, b) for a, b in zip(y, x)])
     assert (flipped | kept).all() and flipped.any() and kept.any()
+
+
+@pytest.mark.parametrize("ops", ["trivialaugment", "autoaugment", "rotate", "translate", "zoom",
+                                 "contrast", "mixup", "cutmix"])
+def test_every_selectable_op_is_identity_at_strength_zero_and_active_above(ops):
+    x = (_batch() * 255).round() / 255
+    assert A.AugmentPolicy.from_strength(0.0, 32, ops).is_identity
+    policy = A.AugmentPolicy.from_strength(0.7, 32, ops)
+    if policy.mixes:
+        y = torch.arange(16) % 10
+        mixed, soft = A.mix(x, y, 10, policy, _gen())
+        assert not torch.equal(mixed, x) and soft.shape == (16, 10)
+    else:
+        assert not torch.equal(A.augment(x, policy, _gen()), x)
+
+
+def test_strength_half_is_the_torch_reference_recipe():
+    p = A.AugmentPolicy.from_strength(0.5, 32, "crop,flip,jitter,randaugment,erasing")
+    assert (p.translate_pad, p.flip_p, p.jitter, p.erase_p) == (4, 0.5, 0.2, 0.25)
+    assert (p.randaug_ops, p.randaug_p) == (2, 1.0)
+    assert p.randaug_magnitude == pytest.approx(9 / 30)
+    keras = A.AugmentPolicy.from_strength(0.5, 32, "flip,translate,zoom,contrast")
+    assert (keras.translate_frac, keras.zoom, keras.contrast) == pytest.approx((0.1, 0.1, 0.2))
+    assert keras.translate_pad == 0 and keras.randaug_p == 0
+
+
+def test_unknown_op_is_refused_with_the_list():
+    with pytest.raises(Exception, match="unknown augmentation op.*'blur'.*valid ops"):
+        A.parse_ops("flip,blur")
+    assert A.parse_ops("none") == () and A.parse_ops(" flip , crop ") == ("flip", "crop")
+
+
+@pytest.mark.parametrize("ops", ["mixup", "cutmix", "mixup,cutmix"])
+def test_mixed_labels_are_distributions_matching_the_pixels(ops):
+    x = _batch(n=64)
+    y = torch.arange(64) % 10
+    torch.manual_seed(0)
+    mixed, soft = A.mix(x, y, 10, A.AugmentPolicy.from_strength(0.5, 32, ops), _gen())
+    assert mixed.shape == x.shape and 0 <= mixed.min() and mixed.max() <= 1
+    torch.testing.assert_close(soft.sum(1), torch.ones(64))
+    assert (soft.max(1).values < 1).any()  # some images really are mixed
+    if ops == "cutmix":  # the label weight of the own class equals its share of pixels
+        own = soft[torch.arange(64), y]
+        same = (mixed == x).all(1).float().mean(dim=(1, 2))
+        partner_same_class = soft.max(1).values == 1
+        torch.testing.assert_close(own[~partner_same_class], same[~partner_same_class])

@@ -12,8 +12,8 @@ def test_defaults_construct_and_round_trip():
 
 
 def test_unknown_key_is_named_with_a_suggestion():
-    with pytest.raises(ConfigError, match=r"'learning_rate'.*did you mean 'lr'\?"):
-        TrialConfig.from_dict({"learning_rate": 0.1})
+    with pytest.raises(ConfigError, match=r"'aug_strenght'.*did you mean 'aug_strength'\?"):
+        TrialConfig.from_dict({"aug_strenght": 0.1})
     with pytest.raises(ConfigError, match="'colour'"):
         TrialConfig.from_dict({"lr": 0.1, "colour": 1})
 
@@ -23,7 +23,7 @@ def test_unknown_key_is_named_with_a_suggestion():
     [("lr", 0.0), ("lr", float("nan")), ("aug_strength", 1.5), ("optimizer", "adam"),
      ("model", "no_such_net"), ("epochs", 0), ("label_smoothing", 1.0), ("val_fraction", 1.0),
      ("data_fraction", 0.0), ("grad_clip", -1.0), ("epochs", "3"), ("depth", True),
-     ("warmup_epochs", 31.0)],
+     ("warmup_epochs", 31.0), ("aug_ops", "flip,blur"), ("drop_path", 0.9), ("ema_decay", 1.0), ("depth", 19), ("image_size", 16)],
 )
 def test_invalid_values_name_the_key(key, value):
     with pytest.raises(ConfigError, match=f"'{key}'"):
@@ -39,6 +39,15 @@ def test_frozen_and_replace_validates():
         config.replace(lr=-1.0)
     with pytest.raises(ConfigError, match="'nope'"):
         config.replace(nope=1)
+
+
+def test_depth_and_drop_path_follow_the_model():
+    assert TrialConfig(model="vgg", depth=16, width=0).depth == 16
+    assert TrialConfig(model="convnext_p2", depth=0, drop_path=0.2).drop_path == 0.2
+    with pytest.raises(ConfigError, match="'depth' must be 0 or one of .*for vgg"):
+        TrialConfig(model="vgg", depth=18)
+    with pytest.raises(ConfigError, match="'drop_path'.*no residual blocks"):
+        TrialConfig(model="lenet5", depth=0, width=0, drop_path=0.1)
 
 
 def test_int_is_accepted_for_float_fields():

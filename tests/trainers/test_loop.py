@@ -75,13 +75,14 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(splits, tmp_path):
 
 
 def test_diverging_run_ends_with_a_reason_instead_of_crashing(splits):
-    config = tiny(optimizer="sgd", lr=10.0, momentum=0.99, grad_clip=0.0, warmup_epochs=0.0,
-                  weight_decay=0.0, epochs=3, label_smoothing=0.0)
+    # An L2 penalty of 1 at lr 10 multiplies the weights by about -9 per step.
+    config = tiny(optimizer="sgd", lr=10.0, momentum=0.9, grad_clip=0.0, warmup_epochs=0.0,
+                  weight_decay=1.0, epochs=12, label_smoothing=0.0)
     rows = []
     result = train(config, splits, report=lambda m, s: rows.append(m), threads=1)
     assert result.diverged and "non-finite" in result.diverged
     assert rows[-1][M.DIVERGED] is True and "learning rate" in rows[-1][M.REASON]
-    assert rows[-1][M.FINISHED] is False
+    assert rows[-1][M.FINISHED] is False and len(rows) < 12  # it stopped at once
 
 
 def test_final_mode_without_validation_skips_evaluation(splits):
@@ -95,3 +96,43 @@ def make_splits_without_val(splits):
     import dataclasses
 
     return dataclasses.replace(splits, val_x=splits.val_x[:0], val_y=splits.val_y[:0])
+
+
+def test_ema_mixup_and_flip_tta_train_and_evaluate(splits):
+    import copy
+
+    config = tiny(epochs=2, ema_decay=0.9, tta_flip=True, aug_ops="crop,flip,mixup,cutmix")
+    rows = []  # states hold live tensors: keep copies, as a checkpoint file would
+    result = train(config, splits, report=lambda m, s: rows.append((m, copy.deepcopy(s))),
+                   threads=1)
+    metrics, state = rows[-1]
+    assert math.isfinite(metrics[M.TRAIN_LOSS]) and 0 <= metrics[M.VAL_ACC] <= 1
+    # The evaluated model is the EMA copy, which differs from the raw weights.
+    raw = state["model"]
+    ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw if raw[k].is_floating_point())
+    assert all(torch.equal(result.model.state_dict()[k], ema[k]) for k in ema)
+    # Resuming with an EMA restores it too.
+    resumed = train(config, splits, resume=rows[0][1], threads=1)
+    assert resumed.history[-1][M.VAL_ACC] == metrics[M.VAL_ACC]
+
+
+@pytest.mark.parametrize("name", ["torch_reference", "keras_reference"])
+def test_reference_recipes_construct_and_train_one_step(name, splits):
+    from trainers.recipes import RECIPES, get_recipe
+
+    full = RECIPES[name]
+    assert full.epochs == 100 and full.lr == 1e-3 and full.weight_decay == 0.05
+    assert full.label_smoothing == 0.1 and full.batch_size == 128
+    small = get_recipe(name, epochs=1, max_width=4, batch_size=16)
+    assert small.width == 4 and small.warmup_epochs == pytest.approx(0.05)
+    result = train(small.replace(data_fraction=1.0), splits, threads=1)
+    assert math.isfinite(result.last[M.TRAIN_LOSS])
+
+
+def test_unknown_recipe_lists_the_known_ones():
+    from trainers.errors import ConfigError
+    from trainers.recipes import get_recipe
+
+    with pytest.raises(ConfigError, match="named configs: keras_reference, torch_reference"):
+        get_recipe("tf_reference")
