@@ -28,7 +28,7 @@ def existing(tmp_path_factory):
 
 
 CASES = {
-    "unknown space": (["--space", "nope"], "unknown search space 'nope'; known spaces: resnet_cifar"),
+    "unknown space": (["--space", "nope"], "unknown search space 'nope'; known spaces: cifar_zoo, resnet_cifar"),
     "missing data": (["--data", "/no/such/dir"], "data path '/no/such/dir' does not exist"),
     "corrupt image": (["--data", "{corrupt}"], "test/c/0000.png"),
     "zero trials": (["--data", "{good}", "--trials", "0"], "--trials: must be at least 1"),

@@ -40,7 +40,12 @@ def test_study_records_true_states_curves_and_attributes(study_run):
     trials = study.trials
     assert len(trials) == 4
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
-    assert trials[0].state == TrialState.COMPLETE  # the enqueued default runs its full budget
+    assert TrialState.COMPLETE in {t.state for t in trials}
+    # The reference recipes come first, scaled to the preset, sampling nothing.
+    assert [t.user_attrs.get("recipe") for t in trials[:2]] == ["keras_reference", "torch_reference"]
+    assert trials[0].params == {} and trials[0].user_attrs["config"]["depth"] == 20
+    assert trials[1].user_attrs["config"]["width"] == 8  # capped at the smoke preset's widest
+    assert trials[2].params and "recipe" not in trials[2].user_attrs
     assert study.metric_names == ["val_acc"]
     for t in trials:
         epochs = t.user_attrs["epochs_run"]
