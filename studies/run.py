@@ -131,13 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _summarise(study: Any, storage_url: str, results: Path, args: Any, seconds: float) -> None:
+    from dashboards.final_run import final_path
     from dashboards.leaderboard import format_leaderboard, trials_frame, write_report
 
     frame = trials_frame(study)
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
     print(f"\nstudy {study.study_name!r}: {len(frame)} trials {states}, {seconds / 60:.1f} min")
     print(format_leaderboard(frame, top=10))
-    report = write_report(study, results / study.study_name / "leaderboard.html")
+    final = final_path(study.study_name, results)
+    report = write_report(study, results / study.study_name / "leaderboard.html",
+                          final_metrics=final if final.is_file() else None)
     print(f"\nHTML leaderboard: {report.resolve()}")
     url = storage_url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from dashboards.leaderboard import format_leaderboard, main, trials_frame, write_report
+from tests.dashboards.conftest import final_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE_MARKER = "* plotly.js v"  # the bundle's licence header, once per copy
@@ -87,7 +90,7 @@ def test_trials_frame_ranks_and_values(study: optuna.Study) -> None:
     assert math.isnan(by_number.loc[3, "val_acc"])
     assert by_number.loc[3, "fail_reason"] == "loss diverged at step 40"
     assert list(by_number.loc[[0, 2, 4], "epochs"]) == [3, 2, 2]  # trial 4 counts its curve
-    assert by_number.loc[0, "model"] == "resnet-18"
+    assert by_number.loc[0, "model"] == "resnet-18" and by_number.loc[0, "family"] == "resnet"
     assert pd.isna(by_number.loc[4, "model"]) and pd.isna(by_number.loc[4, "param_count"])
     # Params keep their own names; an int parameter stays an integer column.
     assert {"depth", "lr", "optimizer"} <= set(frame.columns)
@@ -172,3 +175,103 @@ def test_cli_unknown_study_exits_2(study: optuna.Study, storage_url: str, tmp_pa
     assert len(result.stderr.strip().splitlines()) == 1
     assert "'nope'" in result.stderr and "cifar-demo" in result.stderr  # lists the studies there
     assert "Traceback" not in result.stderr
+
+
+def _figures(page: str) -> int:
+    return page.count('class="plotly-graph-div"')
+
+
+def test_report_answers_the_readers_questions(demo_study: optuna.Study, tmp_path: Path) -> None:
+    page = write_report(demo_study, tmp_path / "report.html").read_text(encoding="utf-8")
+    summary = page[page.index('id="summary"') : page.index('id="cost"')]
+
+    # Which configuration won, by how much, at what cost, what mattered.
+    assert "Winner: trial #4 (resnet-18)</b>" in summary
+    assert "+1.00 points</b> over the baseline, trial #0" in summary
+    assert "over the runner-up, trial #0" in summary  # the baseline is also the runner-up here
+    assert "240 s of training (the same as the baseline) and 0.70M parameters (the same" in summary
+    assert re.search(r"What mattered most: <b>lr</b> \d+%", summary)
+    assert "aug_strength=0.05" in summary  # the winner's value of a parameter that mattered
+    assert '<table class="data config" id="best-config">' in summary
+    # Every section, one plotly.js, one figure each (no final run: no final section).
+    for anchor in ("cost", "importance", "trials", "curves", "parallel", "families", "settings"):
+        assert f'id="{anchor}"' in page
+    assert 'id="final"' not in page
+    assert page.count(BUNDLE_MARKER) == 1 and _figures(page) == 5
+    assert "PED-ANOVA" in page and "Pareto front" in page
+    # The table: one row per trial, the winner highlighted, the baseline named.
+    table = page[page.index('id="leaderboard"') :]
+    table = table[: table.index("</table>")]
+    assert table.count("<tr") == 1 + len(demo_study.trials)
+    assert '<tr class="winner"><td>1</td><td>4</td>' in table
+    assert "resnet-18 (baseline)" in table and "RUNNING" in table
+
+
+def test_report_with_a_final_run(demo_study: optuna.Study, tmp_path: Path) -> None:
+    metrics = final_metrics(trial=4)
+    page = write_report(demo_study, tmp_path / "r.html", final_metrics=metrics).read_text(encoding="utf-8")
+
+    assert 'id="final"' in page and page.count(BUNDLE_MARKER) == 1
+    assert _figures(page) == 8  # + per-class accuracy, confusion matrix, training curves
+    assert "test accuracy 82.00% ± 2.83% (mean ± std over 2 seeds: 0, 1)" in page
+    assert '<table class="data" id="final-seeds">' in page and "0123abcd" in page
+    assert "this final run re-trained" not in page
+
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(final_metrics(trial=0)))
+    page = write_report(demo_study, tmp_path / "p.html", final_metrics=path).read_text(encoding="utf-8")
+    assert "The study's best trial is now #4; this final run re-trained #0." in page
+
+
+def test_report_refuses_another_studys_final_run(demo_study: optuna.Study, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'other'"):
+        write_report(demo_study, tmp_path / "r.html", final_metrics=final_metrics(study="other"))
+    broken = final_metrics()
+    del broken["runs"]
+    with pytest.raises(ValueError, match=r"missing key.*runs"):
+        write_report(demo_study, tmp_path / "r.html", final_metrics=broken)
+
+
+def test_main_picks_up_the_final_run(demo_study: optuna.Study, demo_url: str, tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results"
+    (results / "final" / "cifar-demo").mkdir(parents=True)
+    (results / "final" / "cifar-demo" / "metrics.json").write_text(json.dumps(final_metrics(trial=4)))
+
+    assert main(["--study", "cifar-demo", "--storage", demo_url, "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "final run: " in out and out.strip().endswith(
+        f"wrote {results / 'cifar-demo' / 'leaderboard.html'}"
+    )
+    assert 'id="final"' in (results / "cifar-demo" / "leaderboard.html").read_text(encoding="utf-8")
+
+
+def test_main_without_a_final_run_and_with_a_bad_one(
+    demo_study: optuna.Study, demo_url: str, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "r.html"
+    assert (
+        main(["--study", "cifar-demo", "--storage", demo_url, "--results", str(tmp_path), "--out", str(out)])
+        == 0
+    )
+    assert "final run" not in capsys.readouterr().out
+    assert 'id="final"' not in out.read_text(encoding="utf-8")
+
+    missing = tmp_path / "nope.json"
+    assert main(["--study", "cifar-demo", "--storage", demo_url, "--final", str(missing)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot read final-run metrics {missing}")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["--study", "cifar-demo", "--storage", demo_url, "--final", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith("error: bad final-run metrics:")
+
+
+def test_dashboards_import_neither_torch_nor_ray() -> None:
+    code = (
+        "import sys, dashboards.leaderboard, dashboards.compare, dashboards.screenshot; "
+        "print(sorted(m for m in ('torch', 'ray', 'trainers', 'playwright') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"  # playwright only once a screenshot is taken

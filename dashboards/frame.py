@@ -1,0 +1,260 @@
+"""One study's trials as a pandas frame, and the text that cells are shown as.
+
+Every other dashboard module starts from :func:`trials_frame`; nothing here
+draws or writes files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.distributions import IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = [
+    "FIXED_COLUMNS",
+    "METRIC",
+    "baseline_number",
+    "best_row",
+    "format_leaderboard",
+    "frame_of",
+    "hyperparameters",
+    "millions",
+    "missing",
+    "param_names",
+    "percent",
+    "seconds",
+    "text",
+    "trials_frame",
+    "value_text",
+]
+
+METRIC = "val_acc"  # the study's one objective: a fraction in [0, 1], maximized
+
+_LEADING = ("rank", "number", "state", "model", "family", METRIC, "epochs", "train_seconds", "param_count")
+_TRAILING = ("fail_reason",)
+FIXED_COLUMNS = (*_LEADING, *_TRAILING)
+
+
+# ---------------------------------------------------------------- the frame
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """Tabulates every trial of a study, best first.
+
+    Args:
+        study: A study whose single objective is validation accuracy.
+
+    Returns:
+        One row per trial with columns ``rank`` (1-based, only for trials with
+        an accuracy), ``number``, ``state``, ``model`` (architecture and depth,
+        e.g. ``resnet-18``), ``family`` (``config["model"]``, e.g. ``resnet``),
+        ``val_acc`` (COMPLETE: the objective; PRUNED: the last intermediate
+        value; otherwise NaN), ``epochs``, ``train_seconds``, ``param_count``,
+        one column per sampled parameter (named as sampled; ``param_<name>``
+        only where a name clashes with a fixed column) and ``fail_reason``.
+        Sorted by ``val_acc`` descending, NaN last, ties by trial number.
+    """
+    return frame_of(study.get_trials(deepcopy=False))
+
+
+def frame_of(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
+    """:func:`trials_frame` of trials already fetched from a study."""
+    columns = _param_columns(trials)
+    rows = [_row(trial, columns) for trial in trials]
+    frame = pd.DataFrame(rows, columns=[*_LEADING[1:], *columns.values(), *_TRAILING])
+    dtypes = {"number": "int64", "epochs": "int64", "param_count": "Int64"}
+    dtypes |= {METRIC: "float64", "train_seconds": "float64"}
+    dtypes |= {columns[name]: "Int64" for name in _int_params(trials)}
+    frame = frame.astype(dtypes)
+    frame = frame.sort_values(
+        [METRIC, "number"], ascending=[False, True], na_position="last", ignore_index=True
+    )
+    ranked = frame[METRIC].notna().tolist()  # sorted: all ranked rows come first
+    frame.insert(0, "rank", pd.array([i + 1 if ok else None for i, ok in enumerate(ranked)], "Int64"))
+    return frame
+
+
+def _row(trial: FrozenTrial, columns: dict[str, str]) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    epochs = attrs.get("epochs_run")
+    config = attrs.get("config")
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "model": _model_name(config),
+        "family": str(config["model"]) if isinstance(config, dict) and config.get("model") else None,
+        METRIC: _accuracy(trial),
+        "epochs": int(epochs) if _is_number(epochs) else len(trial.intermediate_values),
+        "train_seconds": float(attrs["train_seconds"]) if _is_number(attrs.get("train_seconds")) else None,
+        "param_count": int(attrs["param_count"]) if _is_number(attrs.get("param_count")) else None,
+        "fail_reason": attrs.get("fail_reason"),
+        **{columns[name]: value for name, value in trial.params.items()},
+    }
+
+
+def _accuracy(trial: FrozenTrial) -> float:
+    if trial.state == TrialState.COMPLETE and trial.values:
+        return float(trial.values[0])
+    if trial.state == TrialState.PRUNED and trial.intermediate_values:
+        return float(trial.intermediate_values[max(trial.intermediate_values)])
+    return math.nan
+
+
+def _model_name(config: Any) -> str | None:
+    if not isinstance(config, dict) or config.get("model") is None:
+        return None
+    depth = config.get("depth")
+    return str(config["model"]) if depth is None else f"{config['model']}-{depth}"
+
+
+def _param_columns(trials: Iterable[FrozenTrial]) -> dict[str, str]:
+    """Maps each sampled name, in order of first appearance, to its column."""
+    columns: dict[str, str] = {}
+    for trial in trials:
+        for name in trial.params:
+            if name not in columns:
+                column = name
+                while column in FIXED_COLUMNS or column in columns.values():
+                    column = f"param_{column}"
+                columns[name] = column
+    return columns
+
+
+def _int_params(trials: Iterable[FrozenTrial]) -> set[str]:
+    # Conditional int parameters would otherwise become float64 columns (NaN).
+    kinds: dict[str, set[bool]] = {}
+    for trial in trials:
+        for name, dist in trial.distributions.items():
+            kinds.setdefault(name, set()).add(isinstance(dist, IntDistribution))
+    return {name for name, is_int in kinds.items() if is_int == {True}}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def param_names(frame: pd.DataFrame) -> list[str]:
+    """The sampled-parameter columns of a trials frame, in sampling order."""
+    return [column for column in frame.columns if column not in FIXED_COLUMNS]
+
+
+def best_row(frame: pd.DataFrame) -> pd.Series | None:
+    """The best COMPLETE trial's row, else the best ranked row, else None."""
+    ranked = frame[frame["rank"].notna()]
+    complete = ranked[ranked["state"] == TrialState.COMPLETE.name]
+    if not complete.empty:
+        return complete.iloc[0]
+    return None if ranked.empty else ranked.iloc[0]
+
+
+def baseline_number(trials: Sequence[FrozenTrial]) -> int | None:
+    """The best of the trials fixed in advance (``study.enqueue_trial``).
+
+    studies/run.py enqueues the reference recipes (user attribute ``recipe``) as
+    the first trials: the best of them is the configuration the search has to
+    beat. Older studies enqueued one default configuration instead.
+    """
+    enqueued = [t for t in trials if "recipe" in t.user_attrs or "fixed_params" in t.system_attrs]
+    if not enqueued:
+        return None
+    scored = [t for t in enqueued if not math.isnan(_accuracy(t))]
+    if not scored:
+        return min(t.number for t in enqueued)
+    return max(scored, key=lambda t: (_accuracy(t), -t.number)).number
+
+
+def baseline_label(trials: Sequence[FrozenTrial], number: int | None) -> str:
+    """How the report names the baseline: its recipe, or the space's default."""
+    recipe = next((t.user_attrs.get("recipe") for t in trials if t.number == number), None)
+    return f"the {recipe} recipe" if recipe else "the space's default configuration"
+
+
+# ---------------------------------------------------------------- cell text
+
+
+def hyperparameters(row: pd.Series, params: Sequence[str]) -> str:
+    """``name=value`` pairs of a row's sampled parameters, three significant digits."""
+    return " ".join(f"{name}={value_text(row[name])}" for name in params if not missing(row[name]))
+
+
+def value_text(value: Any) -> str:
+    """A parameter value as shown: floats to three significant digits."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def missing(value: Any) -> bool:
+    """Whether a cell is empty (None, NaN or pandas' NA)."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def text(value: Any) -> str:
+    """A cell as text, ``-`` when empty."""
+    return "-" if missing(value) else str(value)
+
+
+def percent(value: float, digits: int = 2) -> str:
+    """An accuracy fraction as a percentage, ``-`` when empty."""
+    return "-" if missing(value) else f"{100 * value:.{digits}f}%"
+
+
+def seconds(value: float) -> str:
+    """Seconds rounded to whole seconds, ``-`` when empty."""
+    return "-" if missing(value) else f"{value:.0f}"
+
+
+def millions(value: Any) -> str:
+    """A parameter count in millions, ``-`` when empty."""
+    return "-" if missing(value) else f"{value / 1e6:.2f}M"
+
+
+# ---------------------------------------------------------------- the terminal table
+
+
+def format_leaderboard(frame: pd.DataFrame, top: int = 10) -> str:
+    """Renders the best rows of a trials frame as a fixed-width table.
+
+    Args:
+        frame: The output of :func:`trials_frame`.
+        top: How many rows to show.
+
+    Returns:
+        The table, one line per trial (rank, trial, state, val acc in percent,
+        epochs, seconds, parameter count in millions, sampled
+        hyperparameters), without a trailing newline.
+    """
+    frame = frame.sort_values(METRIC, ascending=False, na_position="last", kind="stable")
+    shown = frame.head(max(top, 0))
+    if shown.empty:
+        return "no trials"
+    params = param_names(frame)
+    table = {
+        "rank": [text(rank) for rank in shown["rank"]],
+        "trial": [str(number) for number in shown["number"]],
+        "state": list(shown["state"]),
+        "val acc": [percent(value) for value in shown[METRIC]],
+        "epochs": [str(epochs) for epochs in shown["epochs"]],
+        "seconds": [seconds(value) for value in shown["train_seconds"]],
+        "params": [millions(value) for value in shown["param_count"]],
+        "hyperparameters": [hyperparameters(row, params) for _, row in shown.iterrows()],
+    }
+    return _fixed_width(table, left={"state", "hyperparameters"})
+
+
+def _fixed_width(table: dict[str, list[str]], left: set[str]) -> str:
+    # Hand-written rather than DataFrame.to_string: pandas right-aligns text.
+    widths = {name: max(len(name), *map(len, cells)) for name, cells in table.items()}
+
+    def line(cells: Iterable[tuple[str, str]]) -> str:
+        return "  ".join(
+            cell.ljust(widths[name]) if name in left else cell.rjust(widths[name]) for name, cell in cells
+        ).rstrip()
+
+    rows = zip(*table.values(), strict=True)
+    return "\n".join([line((name, name) for name in table), *(line(zip(table, row)) for row in rows)])
