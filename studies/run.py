@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from studies import cli
 from studies.presets import PRESETS
+from studies.strategies import SAMPLERS, SCHEDULER_NAMES, make_sampler
 from trainers.errors import UserError
 
 
@@ -51,14 +52,23 @@ def _parser() -> cli.Parser:
     parser.add_argument("--gpus-per-trial", type=cli.non_negative_float,
                         help="GPUs per trial, fractions pack trials on one GPU (default: 1 if visible)")
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto or HOST:6379)")
+    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="tpe",
+                        help="Optuna sampler that proposes trials (default: tpe)")
+    parser.add_argument("--scheduler", choices=SCHEDULER_NAMES, default="asha",
+                        help="Ray scheduler that stops weak trials (default: asha; fifo stops none)")
     return parser
 
 
 @cli.main_wrapper
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import warnings
+
     import optuna
     import torch
+
+    # set_metric_names and some samplers are "experimental" in Optuna 5: say it once, here.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     from search_spaces import get_space
     from studies import storage as st
@@ -112,18 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 study.enqueue_trial({}, user_attrs={"recipe": name})
         from studies.tune_adapter import run_trials
 
-        sampler = optuna.samplers.TPESampler(
-            seed=args.seed + len(study.trials),  # a resumed run must not replay the first draws
-            n_startup_trials=max(4, min(10, trials_wanted // 3)),
-            constant_liar=True,  # parallel trials: don't sample the same point twice
-        )
+        # A resumed run must not replay the first run's draws: offset the seed.
+        sampler = make_sampler(args.sampler, args.seed + len(study.trials), trials_wanted)
         run_trials(
             space=functools.partial(_space_with_fixed, space=space, limits=limits, fixed=fixed),
             study_name=study_name, storage=storage, sampler=sampler, num_trials=remaining,
             splits=splits, max_epochs=fixed["epochs"], grace_period=preset.grace_period,
             reduction_factor=preset.reduction_factor, cpus_per_trial=cpus, gpus_per_trial=gpus,
             results_dir=results / "ray", run_name=f"{study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            address=args.address,
+            address=args.address, scheduler=args.scheduler,
         )
     _summarise(optuna.load_study(study_name=study_name, storage=storage), storage_url, results,
                args, time.perf_counter() - t0)
@@ -131,9 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _summarise(study: Any, storage_url: str, results: Path, args: Any, seconds: float) -> None:
+    import optuna
+
     from dashboards.final_run import final_path
     from dashboards.leaderboard import format_leaderboard, trials_frame, write_report
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the report's in-memory studies
     frame = trials_frame(study)
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
     print(f"\nstudy {study.study_name!r}: {len(frame)} trials {states}, {seconds / 60:.1f} min")

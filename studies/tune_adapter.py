@@ -19,7 +19,13 @@ import ray
 import torch
 from optuna.trial import TrialState
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+    TrialScheduler,
+)
 from ray.tune.search.optuna import OptunaSearch
 
 from trainers import metrics as M
@@ -42,7 +48,10 @@ def trainable(config: dict[str, Any], splits: Splits, threads: int) -> None:
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / _STATE_FILE, weights_only=True)
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        metrics["node_id"] = node_id  # which machine of a cluster ran the trial
         with tempfile.TemporaryDirectory() as folder:
             torch.save(state, Path(folder) / _STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -125,6 +134,8 @@ class TruthfulOptunaSearch(OptunaSearch):
             "ray_trial_id": trial_id,
             "config": result.get("config") or (ray_trial.config if ray_trial else None),
             "node_ip": result.get("node_ip"),
+            "node_id": result.get("node_id"),
+            "failures": ray_trial.num_failures if ray_trial is not None else None,
         }
         if error:
             state, value = TrialState.FAIL, None
@@ -162,6 +173,22 @@ class TruthfulOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)
 
 
+# ---------------------------------------------------------------- schedulers
+# Ray's schedulers by name; each decides, per epoch, whether a trial goes on.
+
+SCHEDULERS: dict[str, Callable[[int, int, int], TrialScheduler]] = {
+    "asha": lambda max_t, grace, rf: ASHAScheduler(
+        time_attr=M.EPOCH, metric=M.VAL_ACC, mode="max", max_t=max_t,
+        grace_period=min(grace, max_t), reduction_factor=rf),
+    "hyperband": lambda max_t, grace, rf: HyperBandScheduler(
+        time_attr=M.EPOCH, metric=M.VAL_ACC, mode="max", max_t=max_t, reduction_factor=rf),
+    "median": lambda max_t, grace, rf: MedianStoppingRule(
+        time_attr=M.EPOCH, metric=M.VAL_ACC, mode="max", grace_period=min(grace, max_t),
+        min_samples_required=3),
+    "fifo": lambda max_t, grace, rf: FIFOScheduler(),
+}
+
+
 # ---------------------------------------------------------------- the study
 
 
@@ -181,6 +208,7 @@ def run_trials(
     results_dir: Path,
     run_name: str,
     address: str | None = None,
+    scheduler: str = "asha",
 ) -> None:
     """Runs ``num_trials`` new trials of an existing Optuna study on Ray Tune."""
     # The classic reporter prints one compact table; the new engine prints a
@@ -194,9 +222,7 @@ def run_trials(
     searcher = TruthfulOptunaSearch(space=space, metric=M.VAL_ACC, mode="max",
                                     sampler=sampler, study_name=study_name,
                                     storage=storage, book=book)
-    scheduler = ASHAScheduler(time_attr=M.EPOCH, metric=M.VAL_ACC, mode="max",
-                              max_t=max_epochs, grace_period=min(grace_period, max_epochs),
-                              reduction_factor=reduction_factor)
+    trial_scheduler = SCHEDULERS[scheduler](max_epochs, grace_period, reduction_factor)
     threads = max(1, math.floor(cpus_per_trial))
     run = tune.with_resources(
         tune.with_parameters(trainable, splits=splits, threads=threads),
@@ -210,7 +236,7 @@ def run_trials(
     )
     tuner = tune.Tuner(
         run,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=trial_scheduler,
                                     num_samples=num_trials),
         run_config=tune.RunConfig(
             name=run_name,
