@@ -216,8 +216,11 @@ def run_trials(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls home
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=True, logging_level="ERROR")
+        quiet = {"log_to_driver": False, "logging_level": "ERROR"}
+        if address:  # a cluster's own settings (dashboard, CPUs) are not the driver's to pick
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(include_dashboard=False, **quiet)
     book = _TrialBook()
     searcher = TruthfulOptunaSearch(space=space, metric=M.VAL_ACC, mode="max",
                                     sampler=sampler, study_name=study_name,

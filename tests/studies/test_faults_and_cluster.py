@@ -1,0 +1,89 @@
+"""Faults and scale: a killed trial worker is retried; a 2-node Ray cluster runs one study."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def study_command(data, results, *extra):
+    return [sys.executable, str(ROOT / "studies" / "run.py"), "--preset", "smoke", "--data",
+            str(data), "--data-fraction", "1", "--results", str(results),
+            "--cache-dir", str(results / "cache"), *map(str, extra)]
+
+
+def epochs_reported(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("select count(*) from trial_intermediate_values").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def trial_workers() -> list[int]:
+    """PIDs of Ray actor processes running a trial (their title names the trainable)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"ray::ImplicitFunc" in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tiny_cifar, tmp_path):
+    db = tmp_path / "optuna.db"
+    # Long enough trials that a worker is surely busy when it is killed; FIFO so none stops early.
+    proc = subprocess.Popen(study_command(tiny_cifar, tmp_path, "--trials", 2, "--epochs", 40,
+                                          "--scheduler", "fifo"),
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        workers = trial_workers()
+        if epochs_reported(db) >= 2 and workers:  # a checkpoint exists to retry from
+            killed = workers[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.1)
+    assert killed, "no trial worker was found to kill"
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="resnet_cifar-smoke", storage=f"sqlite:///{db}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    retried = [t for t in study.trials if t.user_attrs.get("failures", 0) >= 1]
+    assert len(retried) == 1
+    # Retried from its checkpoint: every epoch is on the curve, each once.
+    assert sorted(retried[0].intermediate_values) == list(range(1, 41))
+
+
+def test_a_two_node_cluster_runs_trials_on_both_nodes(tiny_cifar, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        proc = subprocess.run(study_command(tiny_cifar, tmp_path, "--trials", 4, "--epochs", 6,
+                                            "--scheduler", "fifo", "--address", cluster.address),
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+    finally:
+        cluster.shutdown()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="resnet_cifar-smoke",
+                              storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert len({t.user_attrs["node_id"] for t in study.trials}) == 2
