@@ -54,6 +54,9 @@ def _parser() -> cli.Parser:
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto or HOST:6379)")
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="tpe",
                         help="Optuna sampler that proposes trials (default: tpe)")
+    parser.add_argument("--objectives", default="val_acc",
+                        help="comma-separated metrics to optimise, e.g. val_acc,train_seconds for a "
+                        "multi-objective study reporting its Pareto front (default: val_acc)")
     parser.add_argument("--scheduler", choices=SCHEDULER_NAMES, default="asha",
                         help="Ray scheduler that stops weak trials (default: asha; fifo stops none)")
     return parser
@@ -76,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainers.recipes import list_recipes
 
     space = get_space(args.space)
+    objectives = st.parse_objectives(args.objectives)
     preset_name, why = cli.pick_preset(args.preset)
     preset = PRESETS[preset_name]
     print(f"preset: {preset_name} ({why})")
@@ -103,12 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = args.results
     storage_url = args.storage or cli.default_storage(results)
-    study_name = args.study or f"{args.space}-{preset_name}"
+    study_name = args.study or "-".join([args.space, preset_name, *objectives[1:]])
     storage = st.open_storage(storage_url)
     data_id = str(Path(args.data).resolve()) if args.data else "cifar10-download"
     settings = {"space": args.space, "preset": preset_name, "fixed": fixed,
                 "data": data_id, "split_seed": 0, "val_fraction": 0.1}
-    study = st.open_study(storage, study_name, settings)
+    if len(objectives) > 1:  # single-objective studies keep their settings as they were
+        settings["objectives"] = objectives
+    study = st.open_study(storage, study_name, settings, objectives=objectives)
     stale = st.fail_stale_trials(study)
     if stale:
         print(f"marked {len(stale)} trial(s) left RUNNING by a stopped run as FAIL: {stale}")
@@ -130,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             splits=splits, max_epochs=fixed["epochs"], grace_period=preset.grace_period,
             reduction_factor=preset.reduction_factor, cpus_per_trial=cpus, gpus_per_trial=gpus,
             results_dir=results / "ray", run_name=f"{study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            address=args.address, scheduler=args.scheduler,
+            address=args.address, scheduler=args.scheduler, objectives=objectives,
         )
     _summarise(optuna.load_study(study_name=study_name, storage=storage), storage_url, results,
                args, time.perf_counter() - t0)
@@ -144,6 +150,9 @@ def _summarise(study: Any, storage_url: str, results: Path, args: Any, seconds: 
     from dashboards.leaderboard import format_leaderboard, trials_frame, write_report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the report's in-memory studies
+    if len(study.directions) > 1:
+        _summarise_pareto(study, storage_url, results, seconds)
+        return
     frame = trials_frame(study)
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
     print(f"\nstudy {study.study_name!r}: {len(frame)} trials {states}, {seconds / 60:.1f} min")
@@ -152,16 +161,29 @@ def _summarise(study: Any, storage_url: str, results: Path, args: Any, seconds: 
     report = write_report(study, results / study.study_name / "leaderboard.html",
                           final_metrics=final if final.is_file() else None)
     print(f"\nHTML leaderboard: {report.resolve()}")
-    url = storage_url
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        url = "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).resolve())
-    print(f"Optuna dashboard: optuna-dashboard {url} --host 127.0.0.1 --port 8080")
+    print(f"Optuna dashboard: optuna-dashboard {_absolute(storage_url)} --host 127.0.0.1 --port 8080")
     final = f"python studies/final.py --study {study.study_name}"
     if args.storage:
         final += f" --storage {args.storage}"
     if args.data:
         final += f" --data {args.data}"
     print(f"Final run (best config, 3 seeds, test split): {final}")
+
+
+def _summarise_pareto(study: Any, storage_url: str, results: Path, seconds: float) -> None:
+    from dashboards.pareto import format_pareto, write_pareto_report
+
+    print(f"\nstudy {study.study_name!r}: {len(study.trials)} trials, {seconds / 60:.1f} min")
+    print(format_pareto(study))
+    report = write_pareto_report(study, results / study.study_name / "pareto.html")
+    print(f"\nHTML Pareto front: {report.resolve()}")
+    print(f"Optuna dashboard: optuna-dashboard {_absolute(storage_url)} --host 127.0.0.1 --port 8080")
+
+
+def _absolute(url: str) -> str:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).resolve())
+    return url
 
 
 if __name__ == "__main__":

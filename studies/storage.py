@@ -43,19 +43,40 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         raise UserError(f"cannot open storage {url!r}: {first}") from None
 
 
+# What each metric a study can optimise wants: more or less of it.
+OBJECTIVES = {M.VAL_ACC: "maximize", M.VAL_LOSS: "minimize", M.TRAIN_SECONDS: "minimize",
+              M.PARAM_COUNT: "minimize"}
+
+
+def parse_objectives(text: str) -> list[str]:
+    """``val_acc,train_seconds`` -> the metric names, checked.
+
+    Raises:
+        UserError: an unknown or repeated name (the valid ones are listed).
+    """
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise UserError(f"--objectives {text!r}: give distinct names from {', '.join(OBJECTIVES)}")
+    return names
+
+
 def open_study(storage: optuna.storages.BaseStorage, name: str, settings: dict[str, Any],
-               sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+               sampler: optuna.samplers.BaseSampler | None = None,
+               objectives: list[str] | None = None) -> optuna.Study:
     """Creates the study, or continues one made with the same settings.
 
     Raises:
         UserError: the study exists but was run with other settings (space,
             preset, fixed config), which would make its trials incomparable.
     """
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+    objectives = objectives or [M.VAL_ACC]
+    study = optuna.create_study(storage=storage, study_name=name,
+                                directions=[OBJECTIVES[o] for o in objectives],
                                 sampler=sampler, load_if_exists=True)
     previous = study.user_attrs.get("settings")
     if previous is None:
-        study.set_metric_names([M.VAL_ACC])
+        study.set_metric_names(objectives)
         study.set_user_attr("settings", settings)
     elif previous != settings:
         changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))

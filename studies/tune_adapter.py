@@ -28,6 +28,7 @@ from ray.tune.schedulers import (
 )
 from ray.tune.search.optuna import OptunaSearch
 
+from studies.storage import OBJECTIVES
 from trainers import metrics as M
 from trainers.config import TrialConfig
 from trainers.data import Splits
@@ -96,6 +97,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._book = book
         self._last_epoch: dict[str, int] = {}
+        self._curves: dict[str, dict[str, float]] = {}
 
     def _suggest_from_define_by_run_func(self, func: Callable, ot_trial: Any) -> dict[str, Any]:
         # A space returns the trial's whole config. Ray would also merge in the
@@ -114,7 +116,14 @@ class TruthfulOptunaSearch(OptunaSearch):
         if ot_trial is None or value is None or epoch is None or result.get(M.DIVERGED):
             return
         if math.isfinite(value) and epoch != self._last_epoch.get(trial_id):
-            ot_trial.report(float(value), int(epoch))
+            if isinstance(self.metric, list):
+                # Optuna keeps no intermediate values for several objectives:
+                # the per-epoch accuracy goes into a user attribute instead.
+                curve = self._curves.setdefault(trial_id, {})
+                curve[str(int(epoch))] = float(value)
+                ot_trial.set_user_attr("val_acc_curve", curve)
+            else:
+                ot_trial.report(float(value), int(epoch))
             self._last_epoch[trial_id] = int(epoch)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
@@ -144,7 +153,11 @@ class TruthfulOptunaSearch(OptunaSearch):
             state, value = TrialState.FAIL, None
             attrs["fail_reason"] = result.get(M.REASON, "non-finite loss")
         elif result.get(M.FINISHED):
-            state, value = TrialState.COMPLETE, float(result[M.VAL_ACC])
+            state = TrialState.COMPLETE
+            if isinstance(self.metric, list):
+                value = [float(result[m]) for m in self.metric]
+            else:
+                value = float(result[self.metric])
         else:
             state, value = TrialState.PRUNED, None
         for key, val in attrs.items():
@@ -209,6 +222,7 @@ def run_trials(
     run_name: str,
     address: str | None = None,
     scheduler: str = "asha",
+    objectives: list[str] | None = None,
 ) -> None:
     """Runs ``num_trials`` new trials of an existing Optuna study on Ray Tune."""
     # The classic reporter prints one compact table; the new engine prints a
@@ -222,7 +236,10 @@ def run_trials(
         else:
             ray.init(include_dashboard=False, **quiet)
     book = _TrialBook()
-    searcher = TruthfulOptunaSearch(space=space, metric=M.VAL_ACC, mode="max",
+    objectives = objectives or [M.VAL_ACC]
+    modes = ["max" if OBJECTIVES[o] == "maximize" else "min" for o in objectives]
+    searcher = TruthfulOptunaSearch(space=space, metric=objectives if len(objectives) > 1 else objectives[0],
+                                    mode=modes if len(objectives) > 1 else modes[0],
                                     sampler=sampler, study_name=study_name,
                                     storage=storage, book=book)
     trial_scheduler = SCHEDULERS[scheduler](max_epochs, grace_period, reduction_factor)
