@@ -1,0 +1,361 @@
+"""Benchmark search strategies: a grid of sampler x scheduler x seed at an equal budget.
+
+    python studies/benchmark.py --space resnet_cifar --preset quick \\
+        --samplers tpe,random --schedulers asha,fifo --seeds 0,1,2 --data PATH
+
+Each cell runs one study, ``bench-SPACE-PRESET-SAMPLER-SCHEDULER-sSEED``, with
+studies/run.py in its own process (Ray starts and stops cleanly each time), all
+in one storage (default sqlite:///RESULTS/benchmark.db). Every cell gets the same
+preset and number of finished trials. Re-running the command skips the cells
+already done and continues unfinished ones. Then it writes, from the storage,
+RESULTS/benchmark/SPACE-PRESET.html (best-so-far curves, mean ± std over seeds,
+the summary and the overhead tables), SPACE-PRESET.csv (one row per study) and
+SPACE-PRESET-curves.csv (one row per finished trial of each study).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from studies import cli
+from studies._benchmark_analysis import (
+    BENCH_ATTR,
+    Cell,
+    StudyRecord,
+    curves_frame,
+    mean_curves,
+    overhead_per_trial,
+    reach,
+    reference_target,
+    step_values,
+    strategy_frame,
+    study_frame,
+    study_name,
+    trial_curve,
+    utilization,
+)
+from studies.presets import PRESETS
+from studies.strategies import SAMPLERS, SCHEDULER_NAMES
+from trainers.errors import UserError
+
+__all__ = [
+    "Cell",
+    "StudyRecord",
+    "curves_frame",
+    "main",
+    "mean_curves",
+    "overhead_per_trial",
+    "reach",
+    "reference_target",
+    "slots",
+    "step_values",
+    "strategy_frame",
+    "study_frame",
+    "study_name",
+    "trial_curve",
+    "utilization",
+]
+
+_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REFERENCE = "random-fifo"  # plain random search, every trial run to the end
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def _names(known: Sequence[str], what: str) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        if not names:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}s, got {text!r}")
+        for name in names:
+            if name not in known:
+                raise argparse.ArgumentTypeError(f"unknown {what} {name!r}; known: {', '.join(known)}")
+        if len(set(names)) < len(names):
+            raise argparse.ArgumentTypeError(f"a {what} is repeated in {text!r}")
+        return names
+
+    return parse
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}")
+    if len(set(seeds)) < len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is repeated in {text!r}")
+    return seeds
+
+
+def _parser() -> cli.Parser:
+    parser = cli.Parser(description=__doc__.split("\n")[0])
+    cli.add_common(parser)
+    for action in parser._actions:  # the shared options, as this command uses them
+        if action.dest == "study":
+            action.help = argparse.SUPPRESS  # studies are named by their cell
+        elif action.dest == "storage":
+            action.help = "Optuna RDB URL for the grid's studies (default: sqlite:///RESULTS/benchmark.db)"
+    parser.add_argument("--samplers", type=_names(sorted(SAMPLERS), "sampler"), default=["tpe", "random"],
+                        help="comma-separated Optuna samplers (default: tpe,random)")
+    parser.add_argument("--schedulers", type=_names(SCHEDULER_NAMES, "scheduler"), default=["asha", "fifo"],
+                        help="comma-separated Ray schedulers (default: asha,fifo)")
+    parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2],
+                        help="comma-separated seeds (default: 0,1,2)")
+    parser.add_argument("--trials", type=cli.positive_int,
+                        help="finished trials per study, the same for every cell (default: preset's)")
+    parser.add_argument("--reference",
+                        help="strategy SAMPLER-SCHEDULER the others have to reach "
+                             f"(default: {DEFAULT_REFERENCE} if in the grid, else the grid's first)")
+    parser.add_argument("--cpus-per-trial", type=cli.non_negative_float,
+                        help="CPUs per trial (default: 1, or 2 with a GPU)")
+    parser.add_argument("--gpus-per-trial", type=cli.non_negative_float,
+                        help="GPUs per trial (default: 1 if visible)")
+    return parser
+
+
+@cli.main_wrapper
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the grid's missing studies, then writes and prints the comparison.
+
+    Args:
+        argv: Command-line arguments; ``sys.argv[1:]`` when None.
+
+    Returns:
+        The exit status: 0; 2 after a one-line ``error: ...`` on stderr for bad
+        input; 1 when a study's run.py crashed (its log is named); 130 on Ctrl-C.
+    """
+    args = _parser().parse_args(argv)
+    if args.study:
+        raise UserError("--study: the benchmark names its studies bench-SPACE-PRESET-SAMPLER-SCHEDULER-sSEED")
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from search_spaces import get_space
+    from studies import storage as st
+
+    get_space(args.space)  # an unknown space fails here, before any cell runs
+    if args.data and not Path(args.data).exists():
+        raise UserError(f"data path {args.data!r} does not exist")
+    preset_name, why = cli.pick_preset(args.preset)
+    preset = PRESETS[preset_name]
+    cells = [Cell(sampler, scheduler, seed) for sampler in args.samplers
+             for scheduler in args.schedulers for seed in args.seeds]
+    strategies = list(dict.fromkeys(c.strategy for c in cells))
+    reference = args.reference or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in strategies else strategies[0])
+    if reference not in strategies:
+        raise UserError(f"--reference {reference!r} is not in the grid; strategies: {', '.join(strategies)}")
+    trials = args.trials or preset.trials
+    fixed = {**preset.fixed}
+    if args.epochs:
+        fixed["epochs"] = args.epochs
+    if args.data_fraction:
+        fixed["data_fraction"] = args.data_fraction
+    budget = (f"Equal budget: every cell runs {trials} finished trials of the {preset_name} preset "
+              f"({fixed['epochs']} epochs, {fixed['data_fraction']:.0%} of train, "
+              f"batch {fixed['batch_size']}); schedulers that stop trials early spend fewer trial-epochs.")
+    print(f"preset: {preset_name} ({why})")
+    print(f"grid: {len(args.samplers)} samplers x {len(args.schedulers)} schedulers x "
+          f"{len(args.seeds)} seeds = {len(cells)} studies; reference: {reference}")
+    print(budget)
+
+    results: Path = args.results
+    storage_url = args.storage or f"sqlite:///{results / 'benchmark.db'}"
+    storage = st.open_storage(storage_url)
+    # What run.py stores as the study's settings (it adds constants): a study made
+    # with others is refused here, before any cell runs, and one with enough
+    # finished trials is done.
+    data_id = str(Path(args.data).resolve()) if args.data else "cifar10-download"
+    expected = {"space": args.space, "preset": preset_name, "fixed": fixed, "data": data_id}
+    names = [study_name(args.space, preset_name, cell) for cell in cells]
+    finished = [_finished(storage, name, expected) for name in names]
+    resources: dict[str, Any] | None = None
+    for i, (cell, name, done) in enumerate(zip(cells, names, finished, strict=True), 1):
+        if done is not None and done >= trials:
+            more = f" (more than the {trials} asked: all are counted)" if done > trials else ""
+            print(f"[{i}/{len(cells)}] {name}: {done} finished trials{more}, skipped", flush=True)
+            continue
+        resources = resources or _resources(args.cpus_per_trial, args.gpus_per_trial)
+        failed = _run_cell(args, cell, name, preset_name, trials, storage_url, storage, resources,
+                           f"[{i}/{len(cells)}]", done or 0)
+        if failed:  # a crash, not the user's mistake: say where its traceback is
+            print(f"error: {failed}", file=sys.stderr)
+            return 1
+
+    assumed = slots(_machine_cpus(), 1.0)  # for a study run outside the benchmark
+    records = [StudyRecord.of(optuna.load_study(study_name=name, storage=storage), cell, assumed)
+               for cell, name in zip(cells, names, strict=True)]
+    _write_outputs(records, results / "benchmark", f"{args.space}-{preset_name}", reference, budget,
+                   f"{', '.join(args.samplers)} x {', '.join(args.schedulers)} x seeds "
+                   f"{', '.join(map(str, args.seeds))}")
+    return 0
+
+
+# ---------------------------------------------------------------- running the cells
+
+
+def _finished(storage: Any, name: str, expected: dict[str, Any]) -> int | None:
+    """The study's finished trials, or None if there is no such study yet.
+
+    Raises:
+        UserError: the study was run with another budget or data, so its
+            trials would not be comparable with the other cells'.
+    """
+    import optuna
+
+    from studies.storage import finished_count
+
+    if name not in optuna.get_all_study_names(storage):
+        return None
+    study = optuna.load_study(study_name=name, storage=storage)
+    settings = study.user_attrs.get("settings") or {}
+    changed = [key for key, value in expected.items() if settings.get(key) != value]
+    if changed:
+        raise UserError(f"study {name!r} was run with other settings ({', '.join(changed)} differ); "
+                        "repeat the original options or pass another --storage")
+    return finished_count(study)
+
+
+def _machine_cpus() -> int:
+    """The CPUs this process may use, as Ray counts them (affinity, then a cgroup quota)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def slots(cpus: float, cpus_per_trial: float, gpus: float = 0.0, gpus_per_trial: float = 0.0) -> int:
+    """Trials that fit at once: floor(CPUs / CPUs per trial), and the same for GPUs if used."""
+    fits = math.floor(cpus / cpus_per_trial + 1e-9)
+    if gpus_per_trial > 0:
+        fits = min(fits, math.floor(gpus / gpus_per_trial + 1e-9))
+    return fits
+
+
+def _resources(cpus_per_trial: float | None, gpus_per_trial: float | None) -> dict[str, Any]:
+    """Resources run.py will use (the same defaults), and the slots they give on this machine."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cpt = cpus_per_trial if cpus_per_trial is not None else (2.0 if gpus else 1.0)
+    gpt = gpus_per_trial if gpus_per_trial is not None else (1.0 if gpus else 0.0)
+    cpus = _machine_cpus()
+    if cpt <= 0:
+        raise UserError("--cpus-per-trial must be above 0")
+    fits = slots(cpus, cpt, gpus, gpt)
+    if fits < 1:
+        raise UserError(f"a trial needs {cpt:g} CPUs and {gpt:g} GPUs; "
+                        f"this machine has {cpus} CPUs, {gpus} GPUs")
+    return {"cpus": cpus, "gpus": gpus, "cpus_per_trial": cpt, "gpus_per_trial": gpt, "slots": fits}
+
+
+def _run_cell(args: argparse.Namespace, cell: Cell, name: str, preset: str, trials: int, storage_url: str,
+              storage: Any, resources: dict[str, Any], tag: str, before: int) -> str | None:
+    """Runs (or continues) one cell's study with run.py in a child process, timing it.
+
+    Returns None, or what went wrong when run.py crashed.
+    """
+    import optuna
+
+    from studies.provenance import provenance
+
+    command = [sys.executable, str(_ROOT / "studies" / "run.py"), "--space", args.space, "--preset", preset,
+               "--trials", str(trials), "--seed", str(cell.seed), "--sampler", cell.sampler,
+               "--scheduler", cell.scheduler, "--study", name, "--storage", storage_url,
+               "--results", str(args.results), "--cpus-per-trial", f"{resources['cpus_per_trial']:g}",
+               "--gpus-per-trial", f"{resources['gpus_per_trial']:g}"]
+    for flag, value in (("--data", args.data), ("--cache-dir", args.cache_dir), ("--epochs", args.epochs),
+                        ("--data-fraction", args.data_fraction)):
+        if value is not None:
+            command += [flag, str(value)]
+    log = args.results / "benchmark" / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"{tag} {name}: running {trials - before} trial(s) (log: {log})", flush=True)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    with log.open("a") as out:
+        out.write(f"\n=== {started.isoformat(timespec='seconds')}: {' '.join(command)}\n")
+        out.flush()
+        t0 = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            status = process.wait()
+        except KeyboardInterrupt:
+            # run.py got the same Ctrl-C: let it close its trials and stop Ray.
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            raise
+        seconds = time.perf_counter() - t0
+    if status == 130:
+        raise KeyboardInterrupt
+    if status != 0:
+        lines = log.read_text(errors="replace").splitlines()
+        said = next((ln for ln in reversed(lines) if ln.startswith("error: ")), None)
+        if status == 2 and said:
+            raise UserError(f"study {name}: {said.removeprefix('error: ')}")
+        return f"study {name}: run.py exited with status {status}; see {log}"
+    study = optuna.load_study(study_name=name, storage=storage)
+    from studies.storage import finished_count
+
+    bench = study.user_attrs.get(BENCH_ATTR) or {}
+    run = {"driver_seconds": round(seconds, 3), "started": started.isoformat(timespec="seconds"),
+           "trials_before": before, "trials_after": finished_count(study), "provenance": provenance()}
+    study.set_user_attr(BENCH_ATTR, {**resources, "runs": [*bench.get("runs", []), run]})
+    print(f"{tag} {name}: done in {seconds:.1f} s", flush=True)
+    return None
+
+
+# ---------------------------------------------------------------- the outputs
+
+
+def _write_outputs(records: list[StudyRecord], folder: Path, stem: str, reference: str, budget: str,
+                   grid: str) -> None:
+    from studies._benchmark_report import overhead_text, summary_text, write_report
+
+    curves = curves_frame(records)
+    studies = study_frame(records, reference)
+    strategies = strategy_frame(studies)
+    target = reference_target(studies, reference)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv, curves_csv = folder / f"{stem}.csv", folder / f"{stem}-curves.csv"
+    studies.to_csv(csv, index=False)
+    curves.to_csv(curves_csv, index=False)
+    space, _, preset = stem.rpartition("-")
+    page = write_report(folder / f"{stem}.html", title=f"Benchmark: {space}, {preset} preset", grid=grid,
+                        budget=budget, reference=reference, target=target, strategies=strategies,
+                        studies=studies, by_epochs=mean_curves(curves, "trial_epochs"),
+                        by_wall=mean_curves(curves, "wall_seconds"))
+    pct = "-" if math.isnan(target) else f"{target:.1%}"
+    print(f"\n{budget}\nbest validation accuracy: mean ± std over seeds; 'to reach' = until the best "
+          f"COMPLETE accuracy reached {reference}'s final best ({pct})")
+    print(summary_text(strategies))
+    print("\noverhead per study (utilization = compute / (wall x slots); goal >= 90%, <= 1 s per trial):")
+    print(overhead_text(studies))
+    print(f"\nHTML: {page.resolve()}\nCSV: {csv.resolve()}\n     {curves_csv.resolve()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
