@@ -257,7 +257,10 @@ def run_trials(
     tuner = tune.Tuner(
         run,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=trial_scheduler,
-                                    num_samples=num_trials),
+                                    num_samples=num_trials,
+                                    # A new trial reuses a finished trial's process:
+                                    # torch is imported and the data fetched once per slot.
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             name=run_name,
             storage_path=str(results_dir.resolve()),

@@ -77,7 +77,8 @@ def test_a_two_node_cluster_runs_trials_on_both_nodes(tiny_cifar, tmp_path):
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        proc = subprocess.run(study_command(tiny_cifar, tmp_path, "--trials", 4, "--epochs", 6,
+        # Trials long enough (~5 s) that both nodes get one before any slot frees up.
+        proc = subprocess.run(study_command(tiny_cifar, tmp_path, "--trials", 4, "--epochs", 30,
                                             "--scheduler", "fifo", "--address", cluster.address),
                               cwd=ROOT, capture_output=True, text=True, timeout=600)
     finally:
