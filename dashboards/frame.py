@@ -86,7 +86,7 @@ def _row(trial: FrozenTrial, columns: dict[str, str]) -> dict[str, Any]:
     return {
         "number": trial.number,
         "state": trial.state.name,
-        "model": _model_name(config),
+        "model": _model_name(config, attrs.get("recipe")),
         "family": str(config["model"]) if isinstance(config, dict) and config.get("model") else None,
         METRIC: _accuracy(trial),
         "epochs": int(epochs) if _is_number(epochs) else len(trial.intermediate_values),
@@ -105,11 +105,12 @@ def _accuracy(trial: FrozenTrial) -> float:
     return math.nan
 
 
-def _model_name(config: Any) -> str | None:
+def _model_name(config: Any, recipe: str | None = None) -> str | None:
     if not isinstance(config, dict) or config.get("model") is None:
-        return None
+        return recipe
     depth = config.get("depth")
-    return str(config["model"]) if depth is None else f"{config['model']}-{depth}"
+    name = str(config["model"]) if depth is None else f"{config['model']}-{depth}"
+    return f"{name} ({recipe})" if recipe else name
 
 
 def _param_columns(trials: Iterable[FrozenTrial]) -> dict[str, str]:
@@ -178,8 +179,15 @@ def baseline_label(trials: Sequence[FrozenTrial], number: int | None) -> str:
 
 
 def hyperparameters(row: pd.Series, params: Sequence[str]) -> str:
-    """``name=value`` pairs of a row's sampled parameters, three significant digits."""
-    return " ".join(f"{name}={value_text(row[name])}" for name in params if not missing(row[name]))
+    """``name=value`` pairs of a row's sampled parameters, three significant digits.
+
+    A baseline samples nothing: it shows its recipe (from the model column) instead.
+    """
+    text = " ".join(f"{name}={value_text(row[name])}" for name in params if not missing(row[name]))
+    model = row.get("model")
+    if not text and isinstance(model, str) and model.endswith(")") and "(" in model:
+        return "recipe " + model[model.rindex("(") + 1 : -1]
+    return text
 
 
 def value_text(value: Any) -> str:
