@@ -31,6 +31,17 @@ _MAPPED_FIELDS = {"flip_p", "translate_pad", "jitter", "erase_p", "randaug_p", "
                   "randaug_magnitude"}
 
 
+def add_measurement_args(p) -> None:
+    """Options both CPU benchmarks share: re-runs on a busy machine, seed, output."""
+    p.add_argument("--max-others", type=float, default=0.1,
+                   help="re-run a measurement when other processes used more than this share "
+                        "of the CPU during it (the machine is shared)")
+    p.add_argument("--retries", type=int, default=3, help="re-runs per measurement, at most")
+    p.add_argument("--retry-wait", type=float, default=20, help="seconds before a re-run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="folder for the JSON + markdown")
+
+
 def default_archive() -> Path | None:
     """The shared CIFAR-10 archive beside the repository (``../shared/data``), if present."""
     for root in (REPO_ROOT.parent, REPO_ROOT):

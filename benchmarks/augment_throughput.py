@@ -161,13 +161,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch threads of the classic main process (its workers get 1 each)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (classic)")
     p.add_argument("--no-disk", action="store_true", help="skip the ImageFolder-from-disk run")
-    p.add_argument("--max-others", type=float, default=0.1,
-                   help="re-run a measurement when other processes used more than this share "
-                        "of the CPU during it (the machine is shared)")
-    p.add_argument("--retries", type=int, default=3, help="re-runs per measurement, at most")
-    p.add_argument("--retry-wait", type=float, default=20, help="seconds before a re-run")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="folder for the JSON + markdown")
+    C.add_measurement_args(p)
     return p.parse_args(argv)
 
 

@@ -193,13 +193,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3,
                    help="runs of each loop, interleaved; the median is reported")
     p.add_argument("--profile-steps", type=int, default=10, help="0 skips the profile")
-    p.add_argument("--max-others", type=float, default=0.1,
-                   help="re-run a measurement when other processes used more than this share "
-                        "of the CPU during it (the machine is shared)")
-    p.add_argument("--retries", type=int, default=3, help="re-runs per measurement, at most")
-    p.add_argument("--retry-wait", type=float, default=20, help="seconds before a re-run")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="folder for the JSON + markdown")
+    C.add_measurement_args(p)
     return p.parse_args(argv)
 
 
