@@ -73,6 +73,7 @@ def _pick_trial(study: Any, number: int | None) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import torch
+    from tqdm import tqdm
 
     from trainers.config import TrialConfig
     from trainers.data import load_dataset, make_splits
@@ -87,11 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = get_recipe(args.config, epochs=preset.epochs, data_fraction=preset.data_fraction,
                           max_width=max(preset.limits.widths))
         study_name, trial_number, val_acc = f"{args.config}-{preset_name}", None, None
+        study = None
         print(f"preset: {preset_name} ({why})")
         print(f"final run of config {args.config!r} scaled to the {preset_name} preset")
     else:
         study_name = args.study or f"{args.space}-{preset_name}"
-        trial = _pick_trial(_load_study(study_name, args), args.trial)
+        study = _load_study(study_name, args)
+        trial = _pick_trial(study, args.trial)
         if "config" not in trial.user_attrs:
             raise UserError(f"trial {trial.number} has no saved config; pick another with --trial")
         base = TrialConfig.from_dict(trial.user_attrs["config"])
@@ -116,12 +119,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in seeds:
         seed_config = config.replace(seed=seed)
 
-        def progress(metrics: dict[str, Any], state: dict[str, Any], seed: int = seed) -> None:
-            print(f"  seed {seed} epoch {metrics['epoch']}/{seed_config.epochs}: "
-                  f"train loss {metrics['train_loss']:.4f}, train acc {metrics['train_acc']:.4f}, "
-                  f"{metrics['images_per_sec']:.0f} img/s", flush=True)
+        # A progress bar that moves once per epoch (tqdm comes with Optuna).
+        bar = tqdm(total=seed_config.epochs, desc=f"seed {seed}", unit="epoch", file=sys.stdout)
+
+        def progress(metrics: dict[str, Any], state: dict[str, Any], bar: Any = bar) -> None:
+            bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", acc=f"{metrics['train_acc']:.3f}",
+                            img_s=f"{metrics['images_per_sec']:.0f}")
+            bar.update(1)
 
         result = train(seed_config, splits, report=progress, threads=args.threads)
+        bar.close()
         if result.diverged:
             raise UserError(f"seed {seed} diverged: {result.diverged}")
         test = evaluate(result.model, dataset.test_x, dataset.test_y, splits, seed_config)
@@ -145,6 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     search = f" (search's validation accuracy {val_acc * 100:.2f}%)" if val_acc is not None else ""
     print(f"test accuracy {mean * 100:.2f} ± {std * 100:.2f}% over {len(seeds)} seeds{search}")
     print(f"wrote {out / 'metrics.json'}, {out / 'config.json'} and {len(runs)} checkpoints")
+    if study is not None:  # the study's report gains its final-run section
+        from dashboards.leaderboard import write_report
+
+        report = write_report(study, args.results / study_name / "leaderboard.html",
+                              final_metrics=out / "metrics.json")
+        print(f"HTML leaderboard with the final run: {report.resolve()}")
     return 0
 
 

@@ -82,6 +82,9 @@ def test_final_run_trains_seeds_and_reports_test_accuracy(study_run):
     state = torch.load(out / "model_seed0.pt", weights_only=True)
     assert "head.weight" in state
     assert "test accuracy" in proc.stdout and "±" in proc.stdout
+    assert "seed 1: 100%" in proc.stdout and "2/2" in proc.stdout  # the per-epoch progress bar
+    page = (results / "resnet_cifar-smoke" / "leaderboard.html").read_text()
+    assert "Final run: the winner on the test split" in page  # final.py rewrote the report
 
 
 def test_rerun_continues_the_study_without_touching_finished_trials(study_run):
