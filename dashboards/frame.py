@@ -88,7 +88,7 @@ def _row(trial: FrozenTrial, columns: dict[str, str]) -> dict[str, Any]:
         "state": trial.state.name,
         "model": _model_name(config, attrs.get("recipe")),
         "family": str(config["model"]) if isinstance(config, dict) and config.get("model") else None,
-        METRIC: _accuracy(trial),
+        METRIC: trial_accuracy(trial),
         "epochs": int(epochs) if _is_number(epochs) else len(trial.intermediate_values),
         "train_seconds": float(attrs["train_seconds"]) if _is_number(attrs.get("train_seconds")) else None,
         "param_count": int(attrs["param_count"]) if _is_number(attrs.get("param_count")) else None,
@@ -97,7 +97,8 @@ def _row(trial: FrozenTrial, columns: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _accuracy(trial: FrozenTrial) -> float:
+def trial_accuracy(trial: FrozenTrial) -> float:
+    """COMPLETE: the objective; PRUNED: its last intermediate value; otherwise NaN."""
     if trial.state == TrialState.COMPLETE and trial.values:
         return float(trial.values[0])
     if trial.state == TrialState.PRUNED and trial.intermediate_values:
@@ -163,10 +164,10 @@ def baseline_number(trials: Sequence[FrozenTrial]) -> int | None:
     enqueued = [t for t in trials if "recipe" in t.user_attrs or "fixed_params" in t.system_attrs]
     if not enqueued:
         return None
-    scored = [t for t in enqueued if not math.isnan(_accuracy(t))]
+    scored = [t for t in enqueued if not math.isnan(trial_accuracy(t))]
     if not scored:
         return min(t.number for t in enqueued)
-    return max(scored, key=lambda t: (_accuracy(t), -t.number)).number
+    return max(scored, key=lambda t: (trial_accuracy(t), -t.number)).number
 
 
 def baseline_label(trials: Sequence[FrozenTrial], number: int | None) -> str:

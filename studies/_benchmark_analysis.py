@@ -19,6 +19,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from dashboards.frame import trial_accuracy
+
 __all__ = [
     "Cell",
     "StudyRecord",
@@ -100,15 +102,6 @@ def _epochs(trial: FrozenTrial) -> int:
     return int(epochs) if isinstance(epochs, (int, float)) else len(trial.intermediate_values)
 
 
-def _value(trial: FrozenTrial) -> float:
-    """COMPLETE: the objective; PRUNED: its last intermediate value; FAIL: NaN."""
-    if trial.state == TrialState.COMPLETE and trial.values:
-        return float(trial.values[0])
-    if trial.state == TrialState.PRUNED and trial.intermediate_values:
-        return float(trial.intermediate_values[max(trial.intermediate_values)])
-    return math.nan
-
-
 def _train_seconds(trial: FrozenTrial) -> float:
     seconds = trial.user_attrs.get("train_seconds")
     return float(seconds) if isinstance(seconds, (int, float)) else 0.0
@@ -139,7 +132,7 @@ def trial_curve(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
         "state": [t.state.name for t in counted],
         "epochs_run": [_epochs(t) for t in counted],
         "train_seconds": [_train_seconds(t) for t in counted],
-        "value": [_value(t) for t in counted],
+        "value": [trial_accuracy(t) for t in counted],
         "wall_seconds": [(t.datetime_complete - first).total_seconds() for t in counted],
     })
     frame["trial_epochs"] = frame["epochs_run"].cumsum()
