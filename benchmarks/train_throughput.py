@@ -40,14 +40,15 @@ from torch.utils.data import DataLoader, default_collate
 
 from benchmarks import _common as C
 from trainers import metrics as M
-from trainers.augment import AugmentPolicy, augment
+from trainers.augment import AugmentPolicy, augment_normalize
 from trainers.config import TrialConfig
 from trainers.data import Splits, make_splits
-from trainers.loop import train
+from trainers.loop import AUGMENT_CHUNK, train
+from trainers.memory import keep_freed_memory
 from trainers.models import create_model
 
-PHASES = ("gather + uint8->float", "augment", "normalise + channels_last", "forward + loss",
-          "backward", "optimizer step")
+PHASES = ("gather", "augment + normalise (its share of a chunk)", "forward + loss", "backward",
+          "optimizer step")
 
 
 def measure_ours(config: TrialConfig, splits: Splits, threads: int,
@@ -127,20 +128,24 @@ def profile_ours(config: TrialConfig, splits: Splits, threads: int, steps: int,
     policy = AugmentPolicy.from_strength(config.aug_strength, size)
     model, optimizer = _model_and_optimizer(config, splits.num_classes, config.seed)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    mean = torch.tensor(splits.mean, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(splits.std, dtype=torch.float32)[:, None, None]
     gen = torch.Generator().manual_seed(config.seed)
     n, batch = len(splits.train_x), min(config.batch_size, len(splits.train_x))
+    per_chunk = max(1, AUGMENT_CHUNK // batch)  # as the trainer: a chunk of batches at once
     totals = dict.fromkeys(PHASES, 0.0)
+    state = {"step": 0, "chunk": None, "y": None}
 
     def step(record: bool) -> None:
         t = [time.perf_counter()]
-        idx = torch.randint(0, n, (batch,), generator=gen)
-        x, y = splits.train_x[idx].float().div_(255), splits.train_y[idx]
+        k = state["step"] % per_chunk
+        if k == 0:
+            idx = torch.randint(0, n, (batch * per_chunk,), generator=gen)
+            rows, state["y"] = splits.train_x[idx], splits.train_y[idx]
         t.append(time.perf_counter())
-        x = augment(x, policy, gen)
-        t.append(time.perf_counter())
-        x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+        if k == 0:
+            state["chunk"] = augment_normalize(rows, policy, gen, splits.mean, splits.std,
+                                               channels_last=True)
+        x, y = state["chunk"][k * batch : (k + 1) * batch], state["y"][k * batch : (k + 1) * batch]
+        state["step"] += 1
         t.append(time.perf_counter())
         loss = criterion(model(x).float(), y)
         t.append(time.perf_counter())
@@ -193,6 +198,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3,
                    help="runs of each loop, interleaved; the median is reported")
     p.add_argument("--profile-steps", type=int, default=10, help="0 skips the profile")
+    p.add_argument("--no-keep-memory", action="store_true",
+                   help="leave glibc's default of returning freed memory (both loops)")
     C.add_measurement_args(p)
     return p.parse_args(argv)
 
@@ -200,6 +207,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     load_at_start = list(os.getloadavg())
+    # As the trainer does on a CPU, and for both sides (it is process-wide); before workers fork.
+    kept = False if args.no_keep_memory else keep_freed_memory()
     ds = C.load(args.data)
     fraction = min(1.0, args.images / len(ds.train_x))
     splits = make_splits(ds, val_fraction=0.0, data_fraction=fraction, seed=args.seed)
@@ -232,6 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "train_throughput",
         "command": " ".join(["python", "benchmarks/train_throughput.py", *(argv or sys.argv[1:])]),
         "config": config.to_dict(),
+        "keep_freed_memory": kept,
         "policy": dataclasses.asdict(policy),
         "classic_transform": repr(C.classic_transform(policy, splits.mean, splits.std)),
         "memory_format": "channels_last" if config.channels_last else "contiguous",
@@ -262,7 +272,8 @@ def _markdown(record: dict[str, Any]) -> str:
          f"torch {m['versions']['torch']}, {m['time']}; {cfg['model']} depth {cfg['depth']} width "
          f"{cfg['width']}, batch {cfg['batch_size']}, AdamW, aug_strength {cfg['aug_strength']}, "
          f"{record['memory_format']} on both sides, {record['train_images']} training images; "
-         f"median of {record['repeats']} interleaved runs per loop."),
+         f"median of {record['repeats']} interleaved runs per loop; glibc keeps freed memory: "
+         f"{'yes' if record.get('keep_freed_memory') else 'no'}."),
         "",
         ("| loop | torch threads | workers | images per run | images/s (median) | runs "
          "| others' CPU share per run |"),

@@ -75,19 +75,31 @@ DEFAULT_REFERENCE = "random-fifo"  # plain random search, every trial run to the
 # ---------------------------------------------------------------- the command line
 
 
-def _names(known: Sequence[str], what: str) -> Callable[[str], list[str]]:
+def _names(known: Sequence[str], what: str, check: bool = True) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         names = [n.strip() for n in text.split(",") if n.strip()]
         if not names:
             raise argparse.ArgumentTypeError(f"expected comma-separated {what}s, got {text!r}")
         for name in names:
-            if name not in known:
+            if check and name not in known:
                 raise argparse.ArgumentTypeError(f"unknown {what} {name!r}; known: {', '.join(known)}")
         if len(set(names)) < len(names):
             raise argparse.ArgumentTypeError(f"a {what} is repeated in {text!r}")
         return names
 
     return parse
+
+
+def _strategies(text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for name in _names([], "strategy", check=False)(text):
+        sampler, _, scheduler = name.partition("-")
+        if sampler not in SAMPLERS or scheduler not in SCHEDULER_NAMES:
+            raise argparse.ArgumentTypeError(
+                f"unknown strategy {name!r}; expected SAMPLER-SCHEDULER with a sampler in "
+                f"{', '.join(sorted(SAMPLERS))} and a scheduler in {', '.join(SCHEDULER_NAMES)}")
+        pairs.append((sampler, scheduler))
+    return pairs
 
 
 def _seeds(text: str) -> list[int]:
@@ -114,6 +126,9 @@ def _parser() -> cli.Parser:
                         help="comma-separated Optuna samplers (default: tpe,random)")
     parser.add_argument("--schedulers", type=_names(SCHEDULER_NAMES, "scheduler"), default=["asha", "fifo"],
                         help="comma-separated Ray schedulers (default: asha,fifo)")
+    parser.add_argument("--strategies", type=_strategies,
+                        help="comma-separated SAMPLER-SCHEDULER pairs to run instead of the full grid "
+                             "of --samplers x --schedulers, e.g. tpe-asha,random-fifo")
     parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2],
                         help="comma-separated seeds (default: 0,1,2)")
     parser.add_argument("--trials", type=cli.positive_int,
@@ -156,8 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"data path {args.data!r} does not exist")
     preset_name, why = cli.pick_preset(args.preset)
     preset = PRESETS[preset_name]
-    cells = [Cell(sampler, scheduler, seed) for sampler in args.samplers
-             for scheduler in args.schedulers for seed in args.seeds]
+    pairs = args.strategies or [(sampler, scheduler) for sampler in args.samplers
+                                for scheduler in args.schedulers]
+    # Seed by seed, so that a grid stopped half-way still compares every strategy.
+    cells = [Cell(sampler, scheduler, seed) for seed in args.seeds for sampler, scheduler in pairs]
     strategies = list(dict.fromkeys(c.strategy for c in cells))
     reference = args.reference or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in strategies else strategies[0])
     if reference not in strategies:
@@ -172,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"({fixed['epochs']} epochs, {fixed['data_fraction']:.0%} of train, "
               f"batch {fixed['batch_size']}); schedulers that stop trials early spend fewer trial-epochs.")
     print(f"preset: {preset_name} ({why})")
-    print(f"grid: {len(args.samplers)} samplers x {len(args.schedulers)} schedulers x "
+    print(f"grid: {len(pairs)} strategies ({', '.join(strategies)}) x "
           f"{len(args.seeds)} seeds = {len(cells)} studies; reference: {reference}")
     print(budget)
 
@@ -203,8 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = [StudyRecord.of(optuna.load_study(study_name=name, storage=storage), cell, assumed)
                for cell, name in zip(cells, names, strict=True)]
     _write_outputs(records, results / "benchmark", f"{args.space}-{preset_name}", reference, budget,
-                   f"{', '.join(args.samplers)} x {', '.join(args.schedulers)} x seeds "
-                   f"{', '.join(map(str, args.seeds))}")
+                   f"{', '.join(strategies)} x seeds {', '.join(map(str, args.seeds))}")
     return 0
 
 

@@ -18,13 +18,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers import metrics as M
-from trainers.augment import AugmentPolicy, augment, mix
+from trainers.augment import AugmentPolicy, augment_normalize, mix
 from trainers.config import TrialConfig
 from trainers.data import Splits
+from trainers.memory import keep_freed_memory
 from trainers.models import count_parameters, create_model
 
 Report = Callable[[dict[str, Any], dict[str, Any]], None]
 _DIVERGENCE_CHECK_EVERY = 50  # steps; one host sync per check
+# Images augmented per call: several batches at once, since per-call overheads
+# (small tensors, Python) stop mattering around 1024 32x32 images on a CPU
+# (benchmarks/RESULTS.md: 512 per call is ~25% slower, 256 ~40%).
+AUGMENT_CHUNK = 1024
 
 
 @dataclasses.dataclass
@@ -86,9 +91,10 @@ class _Normalizer:
 
     def __call__(self, x_uint8: torch.Tensor, policy: AugmentPolicy | None = None,
                  gen: torch.Generator | None = None) -> torch.Tensor:
+        if policy is not None:  # augmentation, conversion and normalisation in one pass
+            return augment_normalize(x_uint8, policy, gen, self.mean.flatten(), self.std.flatten(),
+                                     self.format == torch.channels_last)
         x = x_uint8.float().div_(255)
-        if policy is not None:
-            x = augment(x, policy, gen)
         return ((x - self.mean) / self.std).contiguous(memory_format=self.format)
 
 
@@ -153,6 +159,8 @@ def train(
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device) if device is not None else default_device()
+    if device.type == "cpu":
+        keep_freed_memory()
     channels_last = config.channels_last
     torch.manual_seed(config.seed)
     model = _build_model(config, splits.num_classes).to(device)
@@ -204,9 +212,14 @@ def train(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         perm = torch.randperm(n, generator=gen, device=device)
+        per_chunk = max(1, AUGMENT_CHUNK // batch)  # batches augmented together
         for step in range(steps_per_epoch):
+            if step % per_chunk == 0:
+                rows = perm[step * batch : min(step + per_chunk, steps_per_epoch) * batch]
+                chunk = norm(train_x[rows], policy, gen)
+            first = (step % per_chunk) * batch
             idx = perm[step * batch : (step + 1) * batch]
-            xb, yb = norm(train_x[idx], policy, gen), train_y[idx]
+            xb, yb = chunk[first : first + batch], train_y[idx]
             target = yb
             if policy.mixes:
                 xb, target = mix(xb, yb, splits.num_classes, policy, gen)

@@ -44,19 +44,20 @@ def _positive(value) -> bool:
 
 def test_augment_throughput_tiny(jpeg_folder, tmp_path):
     _run("augment_throughput.py", "--data", str(jpeg_folder), "--images", "64",
-         "--batch-size", "16", "--warmup-batches", "1", "--repeats", "2", "--retries", "0",
-         "--out", str(tmp_path), tmp_path=tmp_path)
+         "--batch-size", "16", "--chunk", "16", "--warmup-batches", "1", "--repeats", "2",
+         "--retries", "0", "--out", str(tmp_path), tmp_path=tmp_path)
     record = json.loads((tmp_path / "augment_throughput.json").read_text())
     assert (tmp_path / "augment_throughput.md").read_text().strip()
     names = [r["pipeline"] for r in record["rows"]]
-    # ours with 1 and 2 threads, classic from PIL images in memory, classic from disk
-    assert [n.split(":")[0] for n in names] == ["ours", "ours", "classic", "classic"]
+    # ours with 1 and 2 threads and in 2 workers; classic from PIL images in memory and from disk
+    assert [n.split(":")[0] for n in names] == ["ours", "ours", "ours", "classic", "classic"]
+    assert [r["workers"] for r in record["rows"]] == [0, 0, 2, 2, 2]
     for row in record["rows"]:
         assert row["images"] == 64
         assert _positive(row["images_per_sec"]), row
         assert len(row["runs_images_per_sec"]) == 2
         assert all(_positive(v) for v in row["runs_images_per_sec"])
-    assert len(record["ratios"]) == 4 and all(_positive(r["ratio"]) for r in record["ratios"])
+    assert len(record["ratios"]) == 6 and all(_positive(r["ratio"]) for r in record["ratios"])
     assert record["ours_stages"] and all(_positive(r["ms_per_batch"]) for r in record["ours_stages"])
 
 
