@@ -191,14 +191,14 @@ def stage_breakdown(train_x: torch.Tensor, mean, std, policy: AugmentPolicy, bat
         return c
 
     try:
-        rounds = A._plan_rounds(policy, batch, gen, x.device, h, w)
+        rounds = A._plan_rounds(policy, batch, gen, x.device)
         warped = A._geometry(x, policy, rounds, gen)
         done = colour().finish(mean, std).view(x.shape)
     except (AttributeError, TypeError):
         return []
     stages = {
         "gather from the dataset": lambda: train_x[idx],
-        "plan (random draws)": lambda: A._plan_rounds(policy, batch, gen, x.device, h, w),
+        "plan (random draws)": lambda: A._plan_rounds(policy, batch, gen, x.device),
         "geometry (crop, flip, RandAugment's): one gather": lambda: A._geometry(x, policy, rounds, gen),
         "colour (jitter, RandAugment's)": colour,
         "finish: colour map + normalise": lambda: colour_done.finish(mean, std),
