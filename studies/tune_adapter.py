@@ -205,6 +205,14 @@ SCHEDULERS: dict[str, Callable[[int, int, int], TrialScheduler]] = {
 # ---------------------------------------------------------------- the study
 
 
+def parallel_slots(resources: dict[str, float], cpus_per_trial: float,
+                   gpus_per_trial: float) -> int | None:
+    """Trials the cluster can run at once (its CPUs and GPUs now); None when unbounded."""
+    limits = [math.floor(resources.get(kind, 0) / need + 1e-9)
+              for kind, need in (("CPU", cpus_per_trial), ("GPU", gpus_per_trial)) if need > 0]
+    return max(1, min(limits)) if limits else None
+
+
 def run_trials(
     *,
     space: Callable[[Any], dict[str, Any]],
@@ -244,6 +252,7 @@ def run_trials(
                                     storage=storage, book=book)
     trial_scheduler = SCHEDULERS[scheduler](max_epochs, grace_period, reduction_factor)
     threads = max(1, math.floor(cpus_per_trial))
+    slots = parallel_slots(ray.cluster_resources(), cpus_per_trial, gpus_per_trial)
     run = tune.with_resources(
         tune.with_parameters(trainable, splits=splits, threads=threads),
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
@@ -258,6 +267,11 @@ def run_trials(
         run,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=trial_scheduler,
                                     num_samples=num_trials,
+                                    # Ask Optuna for a trial only when a slot is free:
+                                    # a queued trial would be sampled without the results
+                                    # that arrive while it waits, and its stored start
+                                    # time (and duration) would include the wait.
+                                    max_concurrent_trials=slots,
                                     # A new trial reuses a finished trial's process:
                                     # torch is imported and the data fetched once per slot.
                                     reuse_actors=True),

@@ -44,3 +44,13 @@ def test_each_strategy_runs_a_study(tiny_cifar, tmp_path, sampler, scheduler):
     sampled = [t for t in study.trials if "recipe" not in t.user_attrs]
     assert len(sampled) == 2 and all(t.params for t in sampled)
     assert all(t.user_attrs["node_id"] for t in study.trials)
+
+
+def test_parallel_slots_count_what_the_cluster_holds():
+    from studies.tune_adapter import parallel_slots
+
+    assert parallel_slots({"CPU": 2.0}, 1.0, 0.0) == 2
+    assert parallel_slots({"CPU": 16.0, "GPU": 1.0}, 2.0, 0.25) == 4  # four trials per GPU
+    assert parallel_slots({"CPU": 16.0, "GPU": 2.0}, 2.0, 1.0) == 2
+    assert parallel_slots({"CPU": 1.0}, 2.0, 0.0) == 1  # never zero: Ray queues it
+    assert parallel_slots({"CPU": 4.0}, 0.0, 0.0) is None
