@@ -85,6 +85,44 @@ def measure_ours(train_x: torch.Tensor, mean, std, policy: AugmentPolicy, batche
                  seconds, torch_threads=threads, workers=0, side="ours")
 
 
+def measure_kornia(train_x: torch.Tensor, mean, std, batches: int, batch: int, warmup: int,
+                   threads: int, seed: int = 0) -> dict[str, Any]:
+    """Images/s of kornia's batched augmentation library doing the same recipe, in-process.
+
+    kornia.augmentation draws per-sample parameters too; its RandAugment(n=2, m=9)
+    and ColorJitter follow torchvision's. The normalisation and layout are ours.
+    """
+    import kornia.augmentation as K
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    pipeline = K.AugmentationSequential(
+        K.RandomCrop((train_x.shape[2], train_x.shape[3]), padding=POLICY.translate_pad),
+        K.RandomHorizontalFlip(p=POLICY.flip_p),
+        K.ColorJitter(POLICY.jitter, POLICY.jitter, POLICY.jitter, p=1.0),
+        K.auto.RandAugment(n=POLICY.randaug_ops, m=round(POLICY.randaug_magnitude * 30)),
+        K.RandomErasing(p=POLICY.erase_p),
+    )
+    mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    indices = _index_batches(len(train_x), batch, gen)
+
+    def step() -> torch.Tensor:
+        x = pipeline(train_x[next(indices)].float().div_(255))
+        return ((x - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
+
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        out = step()
+    seconds = time.perf_counter() - t0
+    assert torch.isfinite(out).all()
+    return _rate(f"library: kornia.augmentation, {batch} images per call", batches * batch,
+                 seconds, torch_threads=threads, workers=0, side="library")
+
+
 class AugmentedChunks(Dataset):
     """Item i: ``chunk`` random training images, augmented and normalised in one call.
 
@@ -239,6 +277,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2,
                    help="DataLoader workers (classic, and ours in workers; 0 skips the latter)")
     p.add_argument("--no-disk", action="store_true", help="skip the ImageFolder-from-disk run")
+    p.add_argument("--kornia", action="store_true",
+                   help="also time kornia.augmentation on the same recipe (pip install kornia)")
     C.add_measurement_args(p)
     return p.parse_args(argv)
 
@@ -263,6 +303,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pipelines["ours_workers"] = lambda rep: measure_ours_workers(
             splits.train_x, splits.mean, splits.std, POLICY, chunks, args.chunk,
             args.warmup_batches, args.workers, args.seed + rep)
+    if args.kornia:
+        pipelines["kornia"] = lambda rep: measure_kornia(
+            splits.train_x, splits.mean, splits.std, chunks, args.chunk, args.warmup_batches,
+            max(args.threads), args.seed + rep)
     in_memory = C.PILImages(C.to_pil(splits.train_x), splits.train_y, transform)
     pipelines["memory"] = lambda rep: measure_classic(
         "classic: PIL transforms, PIL images in memory", in_memory, batches, args.batch_size,
@@ -287,9 +331,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "runs_attempts": [r["attempts"] for r in done]})
     ours_rows = [r for r in rows if r["side"] == "ours"]
     classic_rows = [r for r in rows if r["side"] == "classic"]
+    others = classic_rows + [r for r in rows if r["side"] == "library"]
     ratios = [{"ours": o["pipeline"], "ours_threads": o["torch_threads"], "ours_workers": o["workers"],
                "classic": c["pipeline"], "ratio": o["images_per_sec"] / c["images_per_sec"]}
-              for o in ours_rows for c in classic_rows]
+              for o in ours_rows for c in others]
     in_process = [r for r in ours_rows if r["workers"] == 0]
     best_threads = max(in_process, key=lambda r: r["images_per_sec"])["torch_threads"]
     record = {

@@ -28,7 +28,9 @@ The price of composing: geometry runs before colour (exact for per-pixel colour
 ops; ops that use image statistics see the warped image), and values are
 clipped to [0, 1] only where a non-linear op needs it and at the end, not after
 each op. ``torch.where`` on float batches is avoided: on CPU it is ~20x slower
-than a multiply.
+than a multiply. kornia.augmentation, the batched library, runs the same recipe
+3.5x slower on this CPU at the same two threads (benchmark 1 with ``--kornia``),
+so it is not used.
 
 One knob, ``aug_strength`` in [0, 1], scales every selected op; 0 is the
 identity and 0.5 gives the reference recipes' magnitudes (crop padding 4, flip
