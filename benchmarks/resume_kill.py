@@ -166,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     lines = ["## Resume after kill -9 of the driver", "", f"`{record['command']}`  ",
              f"{record['machine']['time']}; smoke preset, {args.trials} trials per study, data {data}.",
-             "", "| killed after (finished trials) | finished at kill | running at kill | re-run exit "
-             "| re-run s | finished after | RUNNING after | stale -> FAIL (with reason) "
-             "| finished trials unchanged | trials stored | ok |",
+             "", ("| killed after (finished trials) | finished at kill | running at kill | re-run exit "
+                  "| re-run s | finished after | RUNNING after | stale -> FAIL (with reason) "
+                  "| finished trials unchanged | trials stored | ok |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r.kill_after} | {r.finished_before_kill} | {r.running_at_kill} | "

@@ -29,8 +29,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from studies import cli
-from studies._benchmark_analysis import (
+from dashboards.strategy_frames import (
     BENCH_ATTR,
     Cell,
     StudyRecord,
@@ -46,6 +45,7 @@ from studies._benchmark_analysis import (
     trial_curve,
     utilization,
 )
+from studies import cli
 from studies.presets import PRESETS
 from studies.strategies import SAMPLERS, SCHEDULER_NAMES
 from trainers.errors import UserError
@@ -349,7 +349,7 @@ def _run_cell(args: argparse.Namespace, cell: Cell, name: str, preset: str, tria
 
 def _write_outputs(records: list[StudyRecord], folder: Path, stem: str, reference: str, budget: str,
                    grid: str) -> None:
-    from studies._benchmark_report import overhead_text, summary_text, write_report
+    from dashboards.strategy_report import overhead_text, summary_text, write_report
 
     curves = curves_frame(records)
     studies = study_frame(records, reference)

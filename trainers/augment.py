@@ -291,7 +291,7 @@ def _geometry(x: torch.Tensor, policy: AugmentPolicy, rounds: list[_Round],
     the ops compose right to left, since the last op applied looks up first.
     Pixels that map outside the image are 0, as torchvision fills.
     """
-    b, c, h, w = x.shape
+    b, _, h, w = x.shape
     dev = x.device
     uses = [r for r in rounds if any(r.has(name) for name in _GEOMETRIC)]
     if policy.translate_pad or policy.flip_p or uses:
@@ -418,7 +418,7 @@ class _Colour:
             return
         # The images of every non-linear op at once, grouped by op: one gather, one
         # pending-map pass and one write-back for all; each op runs on its own slice.
-        b, c, _ = self.x.shape
+        c = self.x.shape[1]
         idx = _PIXEL_TABLE.to(r.op.device)[r.op].nonzero().squeeze(1)
         idx = idx[r.op[idx].argsort(stable=True)]
         aff = self.aff.index_select(0, idx)

@@ -1,3 +1,5 @@
+import functools
+
 import pytest
 import torch
 
@@ -22,7 +24,7 @@ OPS = {
     "trivialaugment": lambda x, g: A.trivial_augment(x, g, 1.0),
     "autoaugment": lambda x, g: A.auto_augment(x, g, 1.0),
     "affine": lambda x, g: A.random_affine(x, 15.0, 0.1, 0.1, g),
-    **{f"ra_{name}": (lambda name: lambda x, g: A.apply_op(name, x, 0.8, g))(name)
+    **{f"ra_{name}": functools.partial(lambda op, x, g: A.apply_op(op, x, 0.8, g), name)
        for name in A.OP_NAMES if name != "identity"},
 }
 

@@ -1,4 +1,4 @@
-"""The benchmark's page and terminal tables, from the frames of ``_benchmark_analysis``.
+"""The strategy benchmark's page and terminal tables, from the frames of ``dashboards.strategy_frames``.
 
 Plotly and pandas only; the page is self-contained (dashboards/page.py embeds
 plotly.js once).
