@@ -64,6 +64,18 @@ def _index_batches(n: int, batch: int, gen: torch.Generator) -> Iterator[torch.T
             yield perm[i : i + batch]
 
 
+def _timed(step, warmup: int, calls: int) -> float:
+    """Seconds for ``calls`` calls of ``step`` after ``warmup`` untimed ones; checks the output."""
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        out = step()
+    seconds = time.perf_counter() - t0
+    assert torch.isfinite(out).all()
+    return seconds
+
+
 def measure_ours(train_x: torch.Tensor, mean, std, policy: AugmentPolicy, batches: int,
                  batch: int, warmup: int, threads: int, seed: int = 0) -> dict[str, Any]:
     """Images/s of gather + ``augment_normalize`` (to normalised channels-last floats)."""
@@ -74,13 +86,7 @@ def measure_ours(train_x: torch.Tensor, mean, std, policy: AugmentPolicy, batche
     def step() -> torch.Tensor:
         return augment_normalize(train_x[next(indices)], policy, gen, mean, std, channels_last=True)
 
-    for _ in range(warmup):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(batches):
-        out = step()
-    seconds = time.perf_counter() - t0
-    assert torch.isfinite(out).all()
+    seconds = _timed(step, warmup, batches)
     return _rate(f"ours: batched augment_normalize, {batch} images per call", batches * batch,
                  seconds, torch_threads=threads, workers=0, side="ours")
 
@@ -112,13 +118,7 @@ def measure_kornia(train_x: torch.Tensor, mean, std, batches: int, batch: int, w
         x = pipeline(train_x[next(indices)].float().div_(255))
         return ((x - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
 
-    for _ in range(warmup):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(batches):
-        out = step()
-    seconds = time.perf_counter() - t0
-    assert torch.isfinite(out).all()
+    seconds = _timed(step, warmup, batches)
     return _rate(f"library: kornia.augmentation, {batch} images per call", batches * batch,
                  seconds, torch_threads=threads, workers=0, side="library")
 

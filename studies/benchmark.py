@@ -35,38 +35,17 @@ from dashboards.strategy_frames import (
     StudyRecord,
     curves_frame,
     mean_curves,
-    overhead_per_trial,
-    reach,
     reference_target,
-    step_values,
     strategy_frame,
     study_frame,
     study_name,
-    trial_curve,
-    utilization,
 )
 from studies import cli
 from studies.presets import PRESETS
 from studies.strategies import SAMPLERS, SCHEDULER_NAMES
 from trainers.errors import UserError
 
-__all__ = [
-    "Cell",
-    "StudyRecord",
-    "curves_frame",
-    "main",
-    "mean_curves",
-    "overhead_per_trial",
-    "reach",
-    "reference_target",
-    "slots",
-    "step_values",
-    "strategy_frame",
-    "study_frame",
-    "study_name",
-    "trial_curve",
-    "utilization",
-]
+__all__ = ["main", "slots"]
 
 _ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = "random-fifo"  # plain random search, every trial run to the end
