@@ -115,6 +115,9 @@ def _parser() -> cli.Parser:
     parser.add_argument("--reference",
                         help="strategy SAMPLER-SCHEDULER the others have to reach "
                              f"(default: {DEFAULT_REFERENCE} if in the grid, else the grid's first)")
+    parser.add_argument("--baselines", action="store_true",
+                        help="start every cell's study with the reference recipes, as run.py does "
+                             "(default: off, so every trial compared is the strategy's own)")
     parser.add_argument("--cpus-per-trial", type=cli.non_negative_float,
                         help="CPUs per trial (default: 1, or 2 with a GPU)")
     parser.add_argument("--gpus-per-trial", type=cli.non_negative_float,
@@ -166,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         fixed["data_fraction"] = args.data_fraction
     budget = (f"Equal budget: every cell runs {trials} finished trials of the {preset_name} preset "
               f"({fixed['epochs']} epochs, {fixed['data_fraction']:.0%} of train, "
-              f"batch {fixed['batch_size']}); schedulers that stop trials early spend fewer trial-epochs.")
+              f"batch {fixed['batch_size']}), "
+              f"{'the reference recipes first, then ' if args.baselines else 'all '}"
+              "the strategy's own; schedulers that stop trials early spend fewer trial-epochs.")
     print(f"preset: {preset_name} ({why})")
     print(f"grid: {len(pairs)} strategies ({', '.join(strategies)}) x "
           f"{len(args.seeds)} seeds = {len(cells)} studies; reference: {reference}")
@@ -179,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # with others is refused here, before any cell runs, and one with enough
     # finished trials is done.
     data_id = str(Path(args.data).resolve()) if args.data else "cifar10-download"
-    expected = {"space": args.space, "preset": preset_name, "fixed": fixed, "data": data_id}
+    expected = {"space": args.space, "preset": preset_name, "fixed": fixed, "data": data_id,
+                "baselines": None if args.baselines else False}
     names = [study_name(args.space, preset_name, cell) for cell in cells]
     finished = [_finished(storage, name, expected) for name in names]
     resources: dict[str, Any] | None = None
@@ -284,6 +290,8 @@ def _run_cell(args: argparse.Namespace, cell: Cell, name: str, preset: str, tria
                         ("--data-fraction", args.data_fraction)):
         if value is not None:
             command += [flag, str(value)]
+    if not args.baselines:
+        command.append("--no-baselines")
     log = args.results / "benchmark" / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"{tag} {name}: running {trials - before} trial(s) (log: {log})", flush=True)

@@ -59,6 +59,9 @@ def _parser() -> cli.Parser:
                         "multi-objective study reporting its Pareto front (default: val_acc)")
     parser.add_argument("--scheduler", choices=SCHEDULER_NAMES, default="asha",
                         help="Ray scheduler that stops weak trials (default: asha; fifo stops none)")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="do not start the study with the reference recipes (torch_reference, "
+                             "keras_reference): every trial is the sampler's")
     return parser
 
 
@@ -114,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "data": data_id, "split_seed": 0, "val_fraction": 0.1}
     if len(objectives) > 1:  # single-objective studies keep their settings as they were
         settings["objectives"] = objectives
+    if args.no_baselines:  # likewise: only recorded when it differs from the default
+        settings["baselines"] = False
     study = st.open_study(storage, study_name, settings, objectives=objectives)
     stale = st.fail_stale_trials(study)
     if stale:
@@ -123,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"study {study_name!r} in {storage_url}: {done} finished, running {max(0, remaining)} more")
 
     if remaining > 0:
-        if not study.trials:  # the baselines the search has to beat come first
+        if not study.trials and not args.no_baselines:  # the baselines to beat come first
             for name in list_recipes():
                 study.enqueue_trial({}, user_attrs={"recipe": name})
         from studies.tune_adapter import run_trials

@@ -51,7 +51,8 @@ def test_a_cell_run_with_another_budget_is_refused_before_any_cell_runs(tiny_cif
         study = optuna.create_study(study_name=bm.study_name("resnet_cifar", "smoke", bm.Cell(sampler, "fifo", 0)),
                                     storage=url, direction="maximize")
         study.set_user_attr("settings", {"space": "resnet_cifar", "preset": "smoke",
-                                         "fixed": {**fixed, "epochs": epochs}, "data": data})
+                                         "fixed": {**fixed, "epochs": epochs}, "data": data,
+                                         "baselines": False})
     status = bm.main(["--preset", "smoke", "--samplers", "tpe,random", "--schedulers", "fifo", "--seeds", "0",
                       "--data", data, "--data-fraction", "1", "--results", str(tmp_path)])
     assert status == 2
