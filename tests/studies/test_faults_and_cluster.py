@@ -31,8 +31,16 @@ def epochs_reported(db: Path) -> int:
         return 0
 
 
-def trial_workers() -> list[int]:
-    """PIDs of Ray actor processes running a trial (their title names the trainable)."""
+def _parent(pid: int) -> int:
+    try:  # the field after the parenthesised command name, which may hold spaces
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def trial_workers(root: int) -> list[int]:
+    """PIDs of Ray actor processes running a trial (their title names the trainable) that
+    descend from ``root``: the study's own, never another study's on the same machine."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -40,7 +48,12 @@ def trial_workers() -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"ray::ImplicitFunc" in cmdline:
+            if b"ray::ImplicitFunc" not in cmdline:
+                continue
+            pid = int(entry.name)
+            while pid > 1 and pid != root:
+                pid = _parent(pid)
+            if pid == root:
                 pids.append(int(entry.name))
     return pids
 
@@ -54,7 +67,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tiny_cifar, tmp_pa
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
-        workers = trial_workers()
+        workers = trial_workers(proc.pid)
         if epochs_reported(db) >= 2 and workers:  # a checkpoint exists to retry from
             killed = workers[0]
             os.kill(killed, signal.SIGKILL)
