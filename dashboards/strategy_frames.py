@@ -248,7 +248,9 @@ def study_frame(records: Sequence[StudyRecord], reference: str) -> pd.DataFrame:
         ``best_any``, ``trial_epochs``, ``wall_seconds`` (first trial start to
         last trial end), ``reach_epochs``, ``reach_wall_seconds`` (NaN: not
         reached), ``slots``, ``slots_source``, ``train_seconds`` (sum),
-        ``utilization``, ``overhead_per_trial``, ``driver_seconds`` (the run.py
+        ``utilization``, ``overhead_per_trial`` (idle slots at the end
+        included), ``startup_per_trial`` (:func:`startup_per_trial`: what each
+        trial itself costs beyond its compute), ``driver_seconds`` (the run.py
         processes' wall time, Ray start-up included; NaN if not recorded),
         ``startup_seconds`` (driver minus study wall), ``driver_runs`` and
         ``resumed`` (the study ran in more than one driver run, or a killed run
@@ -276,6 +278,7 @@ def study_frame(records: Sequence[StudyRecord], reference: str) -> pd.DataFrame:
             "slots": rec.slots, "slots_source": rec.slots_source, "train_seconds": train,
             "utilization": utilization(train, wall, rec.slots),
             "overhead_per_trial": overhead_per_trial(train, wall, rec.slots, len(curve)),
+            "startup_per_trial": startup_per_trial(counted, rec.slots),
             "driver_seconds": driver_seconds, "startup_seconds": driver_seconds - wall,
             "driver_runs": len(rec.runs), "resumed": len(rec.runs) > 1 or stale,
         })
@@ -285,6 +288,28 @@ def study_frame(records: Sequence[StudyRecord], reference: str) -> pd.DataFrame:
     frame.insert(frame.columns.get_loc("slots"), "reach_epochs", [h[0] for h in hits])
     frame.insert(frame.columns.get_loc("slots"), "reach_wall_seconds", [h[1] for h in hits])
     return frame
+
+
+def startup_per_trial(trials: Sequence[FrozenTrial], slots: int) -> float:
+    """Mean seconds a trial costs beyond its own compute: start-up and reporting.
+
+    Per trial, its stored duration minus its ``train_seconds`` (actor reuse, model
+    build, checkpoints), plus, for every trial that had to wait for a slot (all
+    but the first ``slots``), the time from the latest trial end before its start
+    to its start (the free slot's wait). Unlike ``overhead_per_trial`` it leaves
+    out slots idle only because no trial was left to run.
+    """
+    done = sorted((t for t in trials if t.datetime_start and t.datetime_complete),
+                  key=lambda t: t.datetime_start)
+    if not done:
+        return math.nan
+    inside = [(t.datetime_complete - t.datetime_start).total_seconds() - _train_seconds(t)
+              for t in done]
+    waits = []
+    for t in done[max(1, slots):]:
+        ended = [o.datetime_complete for o in done if o.datetime_complete <= t.datetime_start]
+        waits.append((t.datetime_start - max(ended)).total_seconds() if ended else 0.0)
+    return (sum(inside) + sum(waits)) / len(done)
 
 
 def reference_target(studies: pd.DataFrame, reference: str) -> float:

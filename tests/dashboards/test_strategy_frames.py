@@ -83,6 +83,10 @@ def test_study_frame_counts_reach_and_overhead(records):
     assert ref0["train_seconds"] == 23.0 and ref0["wall_seconds"] == 16.0 and ref0["slots"] == 2
     assert ref0["utilization"] == pytest.approx(23 / 32)
     assert ref0["overhead_per_trial"] == pytest.approx((32 - 23) / 4)
+    # Start-up: durations minus compute 2 + 1 + 2 + 1; the 3rd and 4th trials started
+    # the moment a trial ended (6 s, 10 s), so no slot waited.
+    assert ref0["startup_per_trial"] == pytest.approx(6 / 4)
+    assert tpe0["startup_per_trial"] == pytest.approx((0.5 + 1 + 2) / 3)  # 3 slots: none waits
     assert ref0["driver_seconds"] == 30.0 and ref0["startup_seconds"] == pytest.approx(14.0)
     assert ref0["resumed"]  # a stale trial: its wall may hold a pause
     assert ref1["driver_seconds"] == 25.0 and ref1["driver_runs"] == 2 and ref1["resumed"]
