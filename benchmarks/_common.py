@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -222,6 +223,22 @@ def write_outputs(out_dir: str | os.PathLike, name: str, record: dict[str, Any],
     os.replace(tmp, json_path)
     md_path.write_text(markdown)
     return json_path, md_path
+
+
+def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One pipeline's interleaved runs as one row: the median images/s, every run kept."""
+    median = statistics.median(r["images_per_sec"] for r in runs)
+    return {**runs[0], "images_per_sec": median, "seconds": runs[0]["images"] / median,
+            "runs_images_per_sec": [r["images_per_sec"] for r in runs],
+            "runs_others_cpu_share": [r["others_cpu_share"] for r in runs],
+            "runs_attempts": [r["attempts"] for r in runs]}
+
+
+def publish(out: Path | None, name: str, record: dict[str, Any], markdown: str) -> None:
+    """Prints the markdown and writes NAME.json + NAME.md to ``out`` (else the default)."""
+    print(markdown)
+    paths = write_outputs(out or default_out(), name, record, markdown)
+    print(f"wrote {paths[0]} and {paths[1]}")
 
 
 def default_out() -> Path:

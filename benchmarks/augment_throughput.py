@@ -29,7 +29,6 @@ import dataclasses
 import functools
 import math
 import os
-import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -322,13 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for key, measure in pipelines.items():
             runs[key].append(C.quiet_run(functools.partial(measure, rep), args.max_others,
                                          args.retries, args.retry_wait))
-    rows = []
-    for key, done in runs.items():
-        median = statistics.median(r["images_per_sec"] for r in done)
-        rows.append({**done[0], "images_per_sec": median, "seconds": done[0]["images"] / median,
-                     "runs_images_per_sec": [r["images_per_sec"] for r in done],
-                     "runs_others_cpu_share": [r["others_cpu_share"] for r in done],
-                     "runs_attempts": [r["attempts"] for r in done]})
+    rows = [C.median_row(done) for done in runs.values()]
     ours_rows = [r for r in rows if r["side"] == "ours"]
     classic_rows = [r for r in rows if r["side"] == "classic"]
     others = classic_rows + [r for r in rows if r["side"] == "library"]
@@ -358,10 +351,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loadavg_at_start": load_at_start,
         "machine": C.machine(),
     }
-    markdown = _markdown(record)
-    print(markdown)
-    paths = C.write_outputs(args.out or C.default_out(), "augment_throughput", record, markdown)
-    print(f"wrote {paths[0]} and {paths[1]}")
+    C.publish(args.out, "augment_throughput", record, _markdown(record))
     return record
 
 

@@ -176,10 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r.running_after} | {r.stale_failed} ({r.stale_with_reason}) | "
                      f"{'yes' if r.unchanged else 'NO'} | {r.trials_total} | "
                      f"{'yes' if r.ok else 'NO'} |")
-    markdown = "\n".join(lines) + "\n"
-    print(markdown)
-    paths = C.write_outputs(args.out or C.default_out(), "resume_kill", record, markdown)
-    print(f"wrote {paths[0]} and {paths[1]}")
+    C.publish(args.out, "resume_kill", record, "\n".join(lines) + "\n")
     return 0 if all(r.ok for r in runs) else 1
 
 

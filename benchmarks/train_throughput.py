@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import functools
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -224,13 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                         args.warmup_steps, args.seed) for workers in args.workers)]
         runs.append([C.quiet_run(m, args.max_others, args.retries, args.retry_wait)
                      for m in measures])
-    rows = []
-    for done in zip(*runs):
-        median = statistics.median(r["images_per_sec"] for r in done)
-        rows.append({**done[0], "images_per_sec": median, "seconds": done[0]["images"] / median,
-                     "runs_images_per_sec": [r["images_per_sec"] for r in done],
-                     "runs_others_cpu_share": [r["others_cpu_share"] for r in done],
-                     "runs_attempts": [r["attempts"] for r in done]})
+    rows = [C.median_row(list(done)) for done in zip(*runs)]
     ratio = rows[0]["images_per_sec"] / rows[1]["images_per_sec"]
     for row in rows[1:]:
         row["ours_over_this"] = rows[0]["images_per_sec"] / row["images_per_sec"]
@@ -254,10 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loadavg_at_start": load_at_start,
         "machine": C.machine(),
     }
-    markdown = _markdown(record)
-    print(markdown)
-    paths = C.write_outputs(args.out or C.default_out(), "train_throughput", record, markdown)
-    print(f"wrote {paths[0]} and {paths[1]}")
+    C.publish(args.out, "train_throughput", record, _markdown(record))
     return record
 
 
