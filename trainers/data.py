@@ -58,6 +58,20 @@ class ImageDataset:
     def image_size(self) -> int:
         return self.train_x.shape[-1]
 
+    def fingerprint(self) -> str:
+        """A digest of the pixels, labels and class names of both splits.
+
+        The dataset's identity by content, not by where it was loaded from: the
+        same images unpacked to another folder give the same fingerprint, a
+        relabelled image or a renamed class another one.
+        """
+        digest = hashlib.blake2b(digest_size=16)
+        for tensor in (self.train_x, self.train_y, self.test_x, self.test_y):
+            digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
+            digest.update(memoryview(tensor.contiguous().numpy()).cast("B"))
+        digest.update("\0".join(self.classes).encode())
+        return f"blake2b:{digest.hexdigest()}"
+
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
