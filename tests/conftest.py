@@ -55,3 +55,72 @@ def tiny_cifar(tmp_path_factory) -> Path:
     """A 10-class, 32px PNG ImageFolder: 30 train and 10 test images per class."""
     root = tmp_path_factory.mktemp("tiny_cifar")
     return write_image_folder(root, [f"class{i}" for i in range(10)], 30, 10)
+
+
+# --- PostgreSQL: a real server for the RDB storage tests (tests/postgres.py) -------------------
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server (tests.postgres.Server) for the session.
+
+    $TUNEBENCH_TEST_POSTGRES (a superuser URL, as `python -m tests.postgres start DIR` prints)
+    names an existing server; otherwise one is started in a temporary folder and stopped at
+    the end. Without PostgreSQL the tests that need it skip, except in CI (CI=true).
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from tests import postgres
+
+    def unavailable(why: str):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{why}; .ci/run should have installed postgresql (and psycopg2-binary "
+                        "with the test extra)", pytrace=False)
+        pytest.skip(why)
+
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        unavailable("psycopg2 is not installed (pip install -e '.[postgres]')")
+    url = os.environ.get(postgres.ENV_VAR)
+    if url:
+        yield postgres.from_url(url)
+        return
+    if postgres.binaries() is None:
+        unavailable("no PostgreSQL binaries under /usr/lib/postgresql/*/bin "
+                    "(apt-get install postgresql)")
+    # Not under pytest's basetemp: that is 0700 root's when we are root, out of the postgres
+    # user's reach, and its long paths can overflow a unix socket's name.
+    folder = tempfile.mkdtemp(prefix="tunebench-pg-")
+    try:
+        server = postgres.start(folder)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres_server, request):
+    """A fresh, uniquely named database on postgres_server: its SQLAlchemy URL (with password).
+
+    Dropped after the test.
+    """
+    import re
+    import uuid
+
+    from tests import postgres
+
+    name = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+    name = f"tb_{name}_{uuid.uuid4().hex[:8]}"
+    url = postgres.create_database(postgres_server, name)
+    yield url
+    try:
+        postgres.drop_database(postgres_server, name)
+    except Exception as exc:  # a leftover database on a throwaway server is no failure
+        import warnings
+
+        warnings.warn(f"could not drop test database {name}: {exc}")
