@@ -10,7 +10,7 @@ and checks, from the Optuna storage:
 - every trial that had finished before the kill is unchanged (state, value,
   every intermediate value, every attribute);
 - no trial is RUNNING; trials that were running when the driver died are FAIL
-  with a reason, and were re-run;
+  as stale (the re-run finds their driver's process gone), and were re-run;
 - exactly ``--trials`` trials finished: none counted twice.
 
     python benchmarks/resume_kill.py --kills 0,1,2,3,5
@@ -84,19 +84,37 @@ class KillRun:
 
 
 def kill_and_resume(data: str | os.PathLike, folder: Path, kill_after: int, trials: int,
-                    extra: list[str] | None = None, timeout: float = 600) -> KillRun:
-    """One run: start the study, SIGKILL the driver after ``kill_after`` finished trials, re-run."""
+                    extra: list[str] | None = None, timeout: float = 600,
+                    storage: str | None = None) -> KillRun:
+    """One run: start the study, SIGKILL the driver after ``kill_after`` finished trials, re-run.
+
+    ``storage``: an RDB URL (PostgreSQL, say), given to run.py by environment;
+    default SQLite in ``folder``.
+    """
     import optuna
     from optuna.trial import TrialState
+
+    from studies import record
 
     db = folder / "optuna.db"
     cmd = [sys.executable, str(REPO_ROOT / "studies" / "run.py"), "--preset", "smoke", "--data",
            str(data), "--trials", str(trials), "--results", str(folder), *(extra or [])]
+    env = {**os.environ, "TUNEBENCH_STORAGE": storage} if storage else None
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+
+    def finished() -> int:
+        if storage is None:
+            return finished_in(db)
+        try:
+            study = optuna.load_study(study_name=STUDY, storage=storage)
+        except KeyError:
+            return 0
+        return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+
     try:
         deadline = time.monotonic() + timeout
-        while finished_in(db) < kill_after and proc.poll() is None and time.monotonic() < deadline:
+        while finished() < kill_after and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         if kill_after == 0:
             time.sleep(4)
@@ -109,8 +127,8 @@ def kill_and_resume(data: str | os.PathLike, folder: Path, kill_after: int, tria
             os.killpg(proc.pid, signal.SIGKILL)  # Ray's own processes of that session
         except ProcessLookupError:
             pass
-    storage = f"sqlite:///{db}"
-    names = optuna.get_all_study_names(storage) if db.exists() else []
+    storage = storage or f"sqlite:///{db}"
+    names = optuna.get_all_study_names(storage) if not storage.startswith("sqlite") or db.exists() else []
     killed = optuna.load_study(study_name=STUDY, storage=storage) if STUDY in names else None
     before = frozen(killed) if killed is not None else {}
     running = ([t for t in killed.trials if t.state == TrialState.RUNNING]
@@ -118,18 +136,17 @@ def kill_and_resume(data: str | os.PathLike, folder: Path, kill_after: int, tria
 
     t0 = time.monotonic()
     rerun = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
-                           check=False)
+                           check=False, env=env)
     seconds = time.monotonic() - t0
     study = optuna.load_study(study_name=STUDY, storage=storage)
     after = frozen(study)
-    stale = [t for t in study.trials if t.user_attrs.get("stale")]
+    stale = [t for t in study.trials if record.is_stale(t)]
     return KillRun(
         kill_after=kill_after, finished_before_kill=len(before), running_at_kill=len(running),
         rerun_exit=rerun.returncode, rerun_seconds=seconds, finished_after=len(after),
         running_after=sum(t.state == TrialState.RUNNING for t in study.trials),
         stale_failed=sum(t.state == TrialState.FAIL for t in stale),
-        stale_with_reason=sum("marked on resume" in str(t.user_attrs.get("fail_reason", ""))
-                              for t in stale),
+        stale_with_reason=sum(record.fail_reason(t) == record.STALE_REASON for t in stale),
         unchanged={n: after.get(n) for n in before} == before,
         trials_total=len(study.trials), requested=trials,
         rerun_stderr=rerun.stderr[-3000:] if rerun.returncode else "")

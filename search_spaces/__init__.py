@@ -32,6 +32,18 @@ class SpaceLimits:
     depths: tuple[int, ...] = (10, 18, 34)
     widths: tuple[int, ...] = (16, 32, 64, 96, 128)
     max_epochs: int = 30
+    models: tuple[str, ...] = ()  # the families a space may choose from; () = every registered one
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, as a study records its choices."""
+        return {f.name: list(v) if isinstance(v, tuple) else v
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> SpaceLimits:
+        """The limits a study recorded; unknown keys are left out, lists become tuples."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in names})
 
 
 Space = Callable[[Any, SpaceLimits], dict[str, Any]]

@@ -34,7 +34,9 @@ def space(trial: Any, limits: SpaceLimits) -> dict[str, Any]:
     """Samples an architecture family, its size, and the training recipe."""
     from trainers.models import list_models, model_info
 
-    family = trial.suggest_categorical("model", list_models())
+    # The study's recorded choices, so a model added later does not change the
+    # distribution of a study that is continued.
+    family = trial.suggest_categorical("model", list(limits.models or list_models()))
     info = model_info(family)
     depths = list(info.depths)
     if family in ("resnet", "preact_resnet"):  # the preset's depth cap speaks of ResNets

@@ -16,6 +16,7 @@ SPACE-PRESET-curves.csv (one row per finished trial of each study).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import math
 import os
@@ -40,9 +41,11 @@ from dashboards.strategy_frames import (
     study_frame,
     study_name,
 )
-from studies import cli
+from studies import cli, record
 from studies.presets import PRESETS
+from studies.record import StudySettings
 from studies.strategies import SAMPLERS, SCHEDULER_NAMES
+from trainers import metrics as M
 from trainers.errors import UserError
 
 __all__ = ["main", "slots"]
@@ -178,16 +181,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(budget)
 
     results: Path = args.results
-    storage_url = args.storage or f"sqlite:///{results / 'benchmark.db'}"
+    storage_url = args.storage or os.environ.get(cli.STORAGE_ENV) or f"sqlite:///{results / 'benchmark.db'}"
     storage = st.open_storage(storage_url)
-    # What run.py stores as the study's settings (it adds constants): a study made
-    # with others is refused here, before any cell runs, and one with enough
+    # The settings run.py creates each cell's study with: a study made with
+    # others is refused here, before any cell runs, and one with enough
     # finished trials is done.
-    data_id = str(Path(args.data).resolve()) if args.data else "cifar10-download"
-    expected = {"space": args.space, "preset": preset_name, "fixed": fixed, "data": data_id,
-                "baselines": None if args.baselines else False}
+    from studies.run import build_settings
+    from trainers.data import load_dataset
+
+    dataset = load_dataset(args.data, cache_dir=args.cache_dir)
+    limits = dataclasses.replace(preset.limits, max_epochs=fixed["epochs"])
     names = [study_name(args.space, preset_name, cell) for cell in cells]
-    finished = [_finished(storage, name, expected) for name in names]
+    finished = [_finished(storage, name, build_settings(
+        space=args.space, preset=preset_name, fixed=fixed, limits=limits, data=dataset.fingerprint(),
+        data_source=args.data, objectives=[M.VAL_ACC], sampler=cell.sampler, scheduler=cell.scheduler,
+        baselines=args.baselines, seed=cell.seed)) for cell, name in zip(cells, names, strict=True)]
+    del dataset
     resources: dict[str, Any] | None = None
     for i, (cell, name, done) in enumerate(zip(cells, names, finished, strict=True), 1):
         if done is not None and done >= trials:
@@ -212,26 +221,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------- running the cells
 
 
-def _finished(storage: Any, name: str, expected: dict[str, Any]) -> int | None:
+def _finished(storage: Any, name: str, expected: StudySettings) -> int | None:
     """The study's finished trials, or None if there is no such study yet.
 
     Raises:
-        UserError: the study was run with another budget or data, so its
-            trials would not be comparable with the other cells'.
+        UserError: the study was run with another budget, data or strategy, so
+            its trials would not be comparable with the other cells'.
     """
     import optuna
-
-    from studies.storage import finished_count
 
     if name not in optuna.get_all_study_names(storage):
         return None
     study = optuna.load_study(study_name=name, storage=storage)
-    settings = study.user_attrs.get("settings") or {}
-    changed = [key for key, value in expected.items() if settings.get(key) != value]
+    stored = record.settings_of(study)
+    changed = ["settings"] if stored is None else stored.differences(expected)
     if changed:
         raise UserError(f"study {name!r} was run with other settings ({', '.join(changed)} differ); "
                         "repeat the original options or pass another --storage")
-    return finished_count(study)
+    return record.finished_count(study.get_trials(deepcopy=False))
 
 
 def _machine_cpus() -> int:
@@ -281,10 +288,11 @@ def _run_cell(args: argparse.Namespace, cell: Cell, name: str, preset: str, tria
 
     from studies.provenance import provenance
 
+    # The storage URL goes by environment: a password must not show in the
+    # process list or in the log's command line.
     command = [sys.executable, str(_ROOT / "studies" / "run.py"), "--space", args.space, "--preset", preset,
                "--trials", str(trials), "--seed", str(cell.seed), "--sampler", cell.sampler,
-               "--scheduler", cell.scheduler, "--study", name, "--storage", storage_url,
-               "--results", str(args.results), "--cpus-per-trial", f"{resources['cpus_per_trial']:g}",
+               "--scheduler", cell.scheduler, "--study", name, "--results", str(args.results), "--cpus-per-trial", f"{resources['cpus_per_trial']:g}",
                "--gpus-per-trial", f"{resources['gpus_per_trial']:g}"]
     for flag, value in (("--data", args.data), ("--cache-dir", args.cache_dir), ("--epochs", args.epochs),
                         ("--data-fraction", args.data_fraction)):
@@ -300,7 +308,8 @@ def _run_cell(args: argparse.Namespace, cell: Cell, name: str, preset: str, tria
         out.write(f"\n=== {started.isoformat(timespec='seconds')}: {' '.join(command)}\n")
         out.flush()
         t0 = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, cli.STORAGE_ENV: storage_url})
         try:
             status = process.wait()
         except KeyboardInterrupt:
@@ -321,11 +330,10 @@ def _run_cell(args: argparse.Namespace, cell: Cell, name: str, preset: str, tria
             raise UserError(f"study {name}: {said.removeprefix('error: ')}")
         return f"study {name}: run.py exited with status {status}; see {log}"
     study = optuna.load_study(study_name=name, storage=storage)
-    from studies.storage import finished_count
-
     bench = study.user_attrs.get(BENCH_ATTR) or {}
     run = {"driver_seconds": round(seconds, 3), "started": started.isoformat(timespec="seconds"),
-           "trials_before": before, "trials_after": finished_count(study), "provenance": provenance()}
+           "trials_before": before, "trials_after": record.finished_count(study.get_trials(deepcopy=False)),
+           "provenance": provenance()}
     study.set_user_attr(BENCH_ATTR, {**resources, "runs": [*bench.get("runs", []), run]})
     print(f"{tag} {name}: done in {seconds:.1f} s", flush=True)
     return None

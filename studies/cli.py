@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,10 +13,30 @@ from studies.presets import PRESETS
 from trainers.errors import UserError
 
 DEFAULT_RESULTS = Path("results")
+STORAGE_ENV = "TUNEBENCH_STORAGE"  # a storage URL with a password stays out of argv and shell history
+
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=+-]{0,127}")
 
 
 def default_storage(results: Path) -> str:
     return f"sqlite:///{results / 'optuna.db'}"
+
+
+def storage_url(args: argparse.Namespace) -> str:
+    """``--storage``, else ``$TUNEBENCH_STORAGE``, else SQLite under ``--results``."""
+    return args.storage or os.environ.get(STORAGE_ENV) or default_storage(args.results)
+
+
+def study_name(text: str) -> str:
+    """A study name, which also names folders under ``--results``: no separators, no ``..``.
+
+    Raises:
+        UserError: any other character, a leading dot or dash, or over 128 characters.
+    """
+    if not _STUDY_NAME.fullmatch(text) or ".." in text:
+        raise UserError(f"--study {text!r}: use letters, digits and _ . = + - (at most 128, "
+                        "starting with a letter or digit); it names a folder under --results")
+    return text
 
 
 class Parser(argparse.ArgumentParser):
@@ -61,7 +83,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="where decoded tensors are cached (default ~/.cache/tunebench)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                         help="folder for the storage, reports and Ray files (default: results)")
-    parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///RESULTS/optuna.db)")
+    parser.add_argument("--storage", help=f"Optuna RDB URL (default: ${STORAGE_ENV} if set, else "
+                        "sqlite:///RESULTS/optuna.db); a URL with a password is better given "
+                        f"in ${STORAGE_ENV}, out of the process list")
     parser.add_argument("--study", help="study name (default: SPACE-PRESET)")
     parser.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
     parser.add_argument("--data-fraction", type=fraction, help="override the preset's share of train")
@@ -88,8 +112,8 @@ def main_wrapper(main: Callable[[Sequence[str] | None], int]) -> Callable[[Seque
             print(f"error: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("interrupted: finished trials are kept in the storage; "
-                  "re-run the same command to continue", file=sys.stderr)
+            print("interrupted: finished trials are kept in the storage, the open ones are FAIL "
+                  "(interrupted); re-run the same command to continue", file=sys.stderr)
             return 130
 
     return wrapped

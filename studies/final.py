@@ -43,30 +43,62 @@ def _parser() -> cli.Parser:
 def _load_study(name: str, args: Any) -> Any:
     import optuna
 
-    storage_url = args.storage or cli.default_storage(args.results)
+    from studies.record import redact_url
+
+    storage_url = cli.storage_url(args)
+    shown = redact_url(storage_url)
     if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).exists():
-        raise UserError(f"no study storage at {storage_url}; run studies/run.py first or pass --storage")
+        raise UserError(f"no study storage at {shown}; run studies/run.py first or pass --storage")
+    from studies.storage import open_storage
+
+    storage = open_storage(storage_url, stale_after=None)
     try:
-        return optuna.load_study(study_name=name, storage=storage_url)
+        return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        names = optuna.get_all_study_names(storage_url)
-        raise UserError(f"study {name!r} not found in {storage_url}; "
+        names = optuna.get_all_study_names(storage)
+        raise UserError(f"study {name!r} not found in {shown}; "
                         f"studies there: {', '.join(names) or 'none'}") from None
 
 
 def _pick_trial(study: Any, number: int | None) -> Any:
+    """The trial to re-run: ``--trial N`` if COMPLETE, else the best COMPLETE one by the study's direction.
+
+    Raises:
+        UserError: no such trial, a trial that did not complete, a study with
+            several objectives and no ``--trial`` (its Pareto front is listed),
+            or no COMPLETE trial at all.
+    """
     from optuna.trial import TrialState
 
+    from studies import record
+
+    trials = study.get_trials(deepcopy=False)
     if number is not None:
-        matches = [t for t in study.trials if t.number == number]
+        matches = [t for t in trials if t.number == number]
         if not matches:
-            raise UserError(f"study {study.study_name!r} has no trial {number}")
-        return matches[0]
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    if not complete:
+            raise UserError(f"study {study.study_name!r} has no trial {number}; "
+                            f"its trials are 0-{len(trials) - 1}")
+        trial = matches[0]
+        if trial.state != TrialState.COMPLETE:
+            raise UserError(f"trial {number} of {study.study_name!r} is {trial.state.name}, not COMPLETE: "
+                            "its config never ran its full budget; pass --trial with a COMPLETE trial, "
+                            "or leave it out for the best one")
+        return trial
+    if len(study.directions) > 1:
+        front = sorted(t.number for t in study.best_trials)
+        raise UserError(f"study {study.study_name!r} has several objectives, so no single best trial; "
+                        f"pass --trial N with one of its Pareto front: {', '.join(map(str, front)) or 'none yet'}")
+    name, direction = record.objective(study)
+    best = record.best_trial(trials, direction)
+    if best is None:
         raise UserError(f"study {study.study_name!r} has no COMPLETE trial yet; "
                         "run studies/run.py first or pass --trial N")
-    return max(complete, key=lambda t: t.value)
+    return best
+
+
+def _objective_text(study: Any, trial: Any) -> str:
+    names = study.metric_names or ["val_acc"]
+    return ", ".join(f"{n} {v:.4f}" for n, v in zip(names, trial.values, strict=False))
 
 
 @cli.main_wrapper
@@ -78,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainers.config import TrialConfig
     from trainers.data import load_dataset, make_splits
     from trainers.loop import evaluate, train
+    from studies.files import atomic_path, atomic_write_text
     from studies.provenance import provenance
 
     preset_name, why = cli.pick_preset(args.preset)
@@ -88,18 +121,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = get_recipe(args.config, epochs=preset.epochs, data_fraction=preset.data_fraction,
                           max_width=max(preset.limits.widths))
         study_name, trial_number, val_acc = f"{args.config}-{preset_name}", None, None
-        study = None
+        study, expected_data = None, None
         print(f"preset: {preset_name} ({why})")
         print(f"final run of config {args.config!r} scaled to the {preset_name} preset")
     else:
-        study_name = args.study or f"{args.space}-{preset_name}"
+        from studies import record
+
+        study_name = cli.study_name(args.study) if args.study else f"{args.space}-{preset_name}"
         study = _load_study(study_name, args)
         trial = _pick_trial(study, args.trial)
-        if "config" not in trial.user_attrs:
+        if not isinstance(trial.user_attrs.get(record.CONFIG), dict):
             raise UserError(f"trial {trial.number} has no saved config; pick another with --trial")
-        base = TrialConfig.from_dict(trial.user_attrs["config"])
-        trial_number, val_acc = trial.number, trial.value
-        print(f"final run of {study_name} trial {trial.number} (val acc {trial.value:.4f})")
+        base = TrialConfig.from_dict(trial.user_attrs[record.CONFIG])
+        settings = record.settings_of(study)
+        expected_data = settings.data if settings is not None else None
+        trial_number = trial.number
+        val_acc = (trial.user_attrs.get(record.VALUES) or {}).get("val_acc")
+        if val_acc is None and (study.metric_names or ["val_acc"])[0] == "val_acc":
+            val_acc = trial.values[0]
+        print(f"final run of {study_name} trial {trial.number} ({_objective_text(study, trial)})")
     changes: dict[str, Any] = {"val_fraction": 0.0}
     if args.epochs:
         changes["epochs"] = args.epochs
@@ -111,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"train+validation ({config.data_fraction:.0%} of it), seeds {seeds}")
 
     dataset = load_dataset(args.data, image_size=config.image_size, cache_dir=args.cache_dir)
+    if expected_data is not None and dataset.fingerprint() != expected_data:
+        where = settings.data_source if settings is not None else None
+        raise UserError(f"--data {args.data or '(download)'} is not the data study {study_name!r} was run on"
+                        f"{f' ({where})' if where else ''}; pass the study's --data")
     splits = make_splits(dataset, val_fraction=0.0, data_fraction=config.data_fraction,
                          seed=config.split_seed)
     out = args.results / "final" / study_name
@@ -133,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"seed {seed} diverged: {result.diverged}")
         test = evaluate(result.model, dataset.test_x, dataset.test_y, splits, seed_config)
         ckpt = out / f"model_seed{seed}.pt"
-        torch.save({k: v.cpu() for k, v in result.model.state_dict().items()}, ckpt)
+        with atomic_path(ckpt) as tmp:
+            torch.save({k: v.cpu() for k, v in result.model.state_dict().items()}, tmp)
         per_class = _per_class(test["pred"], dataset.test_y, dataset.classes)
         runs.append({"seed": seed, "test_acc": test["acc"], "test_loss": test["loss"],
                      "train_seconds": result.train_seconds, "checkpoint": str(ckpt),
@@ -147,8 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "classes": list(dataset.classes), "runs": runs, "config": config.to_dict(),
                "data": dataset.source, "wall_seconds": time.perf_counter() - t0,
                "provenance": provenance()}
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     search = f" (search's validation accuracy {val_acc * 100:.2f}%)" if val_acc is not None else ""
     print(f"test accuracy {mean * 100:.2f} ± {std * 100:.2f}% over {len(seeds)} seeds{search}")
     print(f"wrote {out / 'metrics.json'}, {out / 'config.json'} and {len(runs)} checkpoints")

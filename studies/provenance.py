@@ -28,6 +28,16 @@ def _version(package: str) -> str | None:
         return None
 
 
+def code_version() -> dict[str, Any]:
+    """The code and library versions a study was created with (no hardware, no time)."""
+    status = _git("status", "--porcelain")
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "versions": {p: _version(p) for p in ("torch", "ray", "optuna")},
+    }
+
+
 def provenance() -> dict[str, Any]:
     """A JSON-ready record of the code, libraries and machine."""
     import torch

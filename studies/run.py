@@ -20,9 +20,11 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from studies import cli
+from studies import cli, record
 from studies.presets import PRESETS
+from studies.storage import DEFAULT_STALE_AFTER
 from studies.strategies import SAMPLERS, SCHEDULER_NAMES, make_sampler
+from trainers import metrics as M
 from trainers.errors import UserError
 
 
@@ -35,7 +37,7 @@ def _space_with_fixed(trial: Any, space: Any, limits: Any, fixed: dict[str, Any]
     """
     from trainers.recipes import get_recipe
 
-    recipe = trial.user_attrs.get("recipe")
+    recipe = trial.user_attrs.get(record.RECIPE)
     if recipe:
         return get_recipe(recipe, epochs=fixed["epochs"], data_fraction=fixed["data_fraction"],
                           max_width=max(limits.widths)).to_dict()
@@ -54,15 +56,44 @@ def _parser() -> cli.Parser:
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto or HOST:6379)")
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="tpe",
                         help="Optuna sampler that proposes trials (default: tpe)")
-    parser.add_argument("--objectives", default="val_acc",
-                        help="comma-separated metrics to optimise, e.g. val_acc,train_seconds for a "
-                        "multi-objective study reporting its Pareto front (default: val_acc)")
+    parser.add_argument("--objectives", default=M.VAL_ACC,
+                        help="comma-separated metrics to optimise, e.g. val_loss, or val_acc,train_seconds "
+                        "for a multi-objective study reporting its Pareto front (default: val_acc); "
+                        "other objectives than the default make another study (its name says them)")
     parser.add_argument("--scheduler", choices=SCHEDULER_NAMES, default="asha",
                         help="Ray scheduler that stops weak trials (default: asha; fifo stops none)")
     parser.add_argument("--no-baselines", action="store_true",
                         help="do not start the study with the reference recipes (torch_reference, "
                              "keras_reference): every trial is the sampler's")
+    parser.add_argument("--stale-after", type=cli.positive_int, default=DEFAULT_STALE_AFTER,
+                        help="seconds without a heartbeat after which another driver of the study "
+                             f"fails a trial whose driver died (default: {DEFAULT_STALE_AFTER}; a dead "
+                             "driver on this machine is noticed at once)")
     return parser
+
+
+def study_name_for(space: str, preset: str, objectives: Sequence[str]) -> str:
+    """The default study name: ``SPACE-PRESET``, plus the objectives when they are not the default.
+
+    Accuracy first (the default) names only the extra objectives, as before
+    (``resnet_cifar-quick-train_seconds``); any other first objective names all
+    (``resnet_cifar-quick-val_loss``), so it never continues an accuracy study.
+    """
+    extra = list(objectives[1:]) if objectives[0] == M.VAL_ACC else list(objectives)
+    return "-".join([space, preset, *extra])
+
+
+def build_settings(*, space: str, preset: str, fixed: dict[str, Any], limits: Any, data: str | None,
+                   data_source: str | None, objectives: Sequence[str], sampler: str, scheduler: str,
+                   baselines: bool, seed: int) -> record.StudySettings:
+    """The settings a study of these options is created with (run.py's and benchmark.py's)."""
+    from studies.provenance import code_version
+
+    return record.StudySettings(
+        space=space, preset=preset, fixed=fixed, data=data, data_source=data_source,
+        limits=limits.to_dict(), split_seed=0, val_fraction=0.1, objectives=tuple(objectives),
+        directions=tuple(record.DIRECTIONS[o] for o in objectives), sampler=sampler,
+        scheduler=scheduler, baselines=baselines, seed=seed, code=code_version())
 
 
 @cli.main_wrapper
@@ -76,22 +107,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     # set_metric_names and some samplers are "experimental" in Optuna 5: say it once, here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-    from search_spaces import get_space
+    from search_spaces import SpaceLimits, get_space
     from studies import storage as st
     from trainers.data import load_dataset, make_splits
+    from trainers.models import list_models
     from trainers.recipes import list_recipes
 
     space = get_space(args.space)
     objectives = st.parse_objectives(args.objectives)
     preset_name, why = cli.pick_preset(args.preset)
     preset = PRESETS[preset_name]
+    study_name = cli.study_name(args.study) if args.study else study_name_for(args.space, preset_name,
+                                                                              objectives)
     print(f"preset: {preset_name} ({why})")
     fixed = {**preset.fixed}
     if args.epochs:
         fixed["epochs"] = args.epochs
     if args.data_fraction:
         fixed["data_fraction"] = args.data_fraction
-    limits = dataclasses.replace(preset.limits, max_epochs=fixed["epochs"])
+    limits = dataclasses.replace(preset.limits, max_epochs=fixed["epochs"], models=tuple(list_models()))
     trials_wanted = args.trials or preset.trials
     gpu = torch.cuda.is_available()
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if gpu else 0.0)
@@ -101,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cpus <= 0:
         raise UserError("--cpus-per-trial must be above 0")
 
+    results = args.results
+    storage_url = cli.storage_url(args)
+    storage = st.open_storage(storage_url, stale_after=args.stale_after)  # before the data: fail fast
+
     t0 = time.perf_counter()
     dataset = load_dataset(args.data, cache_dir=args.cache_dir)
     splits = make_splits(dataset, val_fraction=0.1, data_fraction=fixed["data_fraction"], seed=0)
@@ -108,44 +146,53 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"images, {splits.num_classes} classes, {dataset.image_size}px "
           f"(loaded in {time.perf_counter() - t0:.1f}s; the test split is kept for the final run)")
 
-    results = args.results
-    storage_url = args.storage or cli.default_storage(results)
-    study_name = args.study or "-".join([args.space, preset_name, *objectives[1:]])
-    storage = st.open_storage(storage_url)
-    data_id = str(Path(args.data).resolve()) if args.data else "cifar10-download"
-    settings = {"space": args.space, "preset": preset_name, "fixed": fixed,
-                "data": data_id, "split_seed": 0, "val_fraction": 0.1}
-    if len(objectives) > 1:  # single-objective studies keep their settings as they were
-        settings["objectives"] = objectives
-    if args.no_baselines:  # likewise: only recorded when it differs from the default
-        settings["baselines"] = False
-    study = st.open_study(storage, study_name, settings, objectives=objectives)
-    stale = st.fail_stale_trials(study)
+    settings = build_settings(
+        space=args.space, preset=preset_name, fixed=fixed, limits=limits, data=dataset.fingerprint(),
+        data_source=args.data or "cifar10-download", objectives=objectives, sampler=args.sampler,
+        scheduler=args.scheduler, baselines=not args.no_baselines, seed=args.seed)
+    study, stored = st.open_study(storage, study_name, settings)
+    limits = SpaceLimits.from_dict(dict(stored.limits)) if stored.limits else limits
+    stale = st.close_stale(study)
     if stale:
-        print(f"marked {len(stale)} trial(s) left RUNNING by a stopped run as FAIL: {stale}")
-    done = st.finished_count(study)
+        print(f"marked {len(stale)} trial(s) left RUNNING by a stopped driver as FAIL: {stale}")
+    done = record.finished_count(study.get_trials(deepcopy=False))
     remaining = trials_wanted - done
-    print(f"study {study_name!r} in {storage_url}: {done} finished, running {max(0, remaining)} more")
+    print(f"study {study_name!r} in {record.redact_url(storage_url)}: {done} finished, "
+          f"running up to {max(0, remaining)} more")
 
     if remaining > 0:
-        if not study.trials and not args.no_baselines:  # the baselines to beat come first
-            for name in list_recipes():
-                study.enqueue_trial({}, user_attrs={"recipe": name})
+        if stored.baselines:
+            _enqueue_baselines(study, list_recipes())
         from studies.tune_adapter import run_trials
 
-        # A resumed run must not replay the first run's draws: offset the seed.
-        sampler = make_sampler(args.sampler, args.seed + len(study.trials), trials_wanted)
+        # A resumed run (or a second driver) must not replay the first run's draws: offset the seed.
+        sampler = make_sampler(args.sampler, (args.seed + len(study.trials)) % 2**32, trials_wanted)
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
         run_trials(
             space=functools.partial(_space_with_fixed, space=space, limits=limits, fixed=fixed),
-            study_name=study_name, storage=storage, sampler=sampler, num_trials=remaining,
+            study=study, storage=storage, wanted=trials_wanted, num_trials=remaining,
             splits=splits, max_epochs=fixed["epochs"], grace_period=preset.grace_period,
             reduction_factor=preset.reduction_factor, cpus_per_trial=cpus, gpus_per_trial=gpus,
             results_dir=results / "ray", run_name=f"{study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
             address=args.address, scheduler=args.scheduler, objectives=objectives,
         )
+        stale = st.close_stale(study)  # others' trials whose drivers died while this one ran
+        if stale:
+            print(f"marked {len(stale)} trial(s) of stopped drivers as FAIL: {stale}")
     _summarise(optuna.load_study(study_name=study_name, storage=storage), storage_url, results,
                args, time.perf_counter() - t0)
     return 0
+
+
+def _enqueue_baselines(study: Any, recipes: Sequence[str]) -> None:
+    """The baselines to beat come first, once per study (a second driver finds them there).
+
+    A baseline whose run was cut (stale: killed or interrupted) is enqueued again.
+    """
+    have = {t.user_attrs.get(record.RECIPE) for t in study.get_trials(deepcopy=False) if not record.is_stale(t)}
+    for name in recipes:
+        if name not in have:
+            study.enqueue_trial({}, user_attrs={record.RECIPE: name})
 
 
 def _summarise(study: Any, storage_url: str, results: Path, args: Any, seconds: float) -> None:
@@ -155,34 +202,35 @@ def _summarise(study: Any, storage_url: str, results: Path, args: Any, seconds: 
     from dashboards.leaderboard import format_leaderboard, trials_frame, write_report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the report's in-memory studies
+    shown = record.redact_url(_absolute(storage_url))
     if len(study.directions) > 1:
-        _summarise_pareto(study, storage_url, results, seconds)
-        return
-    frame = trials_frame(study)
-    states = frame["state"].value_counts().to_dict() if len(frame) else {}
-    print(f"\nstudy {study.study_name!r}: {len(frame)} trials {states}, {seconds / 60:.1f} min")
-    print(format_leaderboard(frame, top=10))
-    final = final_path(study.study_name, results)
-    report = write_report(study, results / study.study_name / "leaderboard.html",
-                          final_metrics=final if final.is_file() else None)
-    print(f"\nHTML leaderboard: {report.resolve()}")
-    print(f"Optuna dashboard: optuna-dashboard {_absolute(storage_url)} --host 127.0.0.1 --port 8080")
-    final = f"python studies/final.py --study {study.study_name}"
-    if args.storage:
-        final += f" --storage {args.storage}"
+        from dashboards.pareto import format_pareto, write_pareto_report
+
+        print(f"\nstudy {study.study_name!r}: {len(study.trials)} trials, {seconds / 60:.1f} min")
+        print(format_pareto(study))
+        report = write_pareto_report(study, results / study.study_name / "pareto.html")
+        print(f"\nHTML Pareto front: {report.resolve()}")
+    else:
+        frame = trials_frame(study)
+        states = frame["state"].value_counts().to_dict() if len(frame) else {}
+        print(f"\nstudy {study.study_name!r}: {len(frame)} trials {states}, {seconds / 60:.1f} min")
+        print(format_leaderboard(frame, top=10))
+        final = final_path(study.study_name, results)
+        report = write_report(study, results / study.study_name / "leaderboard.html",
+                              final_metrics=final if final.is_file() else None)
+        print(f"\nHTML leaderboard: {report.resolve()}")
+    print(f"Optuna dashboard: optuna-dashboard {shown} --host 127.0.0.1 --port 8080")
+    command = f"python studies/final.py --study {study.study_name}"
+    if args.results != cli.DEFAULT_RESULTS:
+        command += f" --results {args.results}"
+    if shown != storage_url:  # a password: it stays in the environment, never on a command line
+        command = f"{cli.STORAGE_ENV}=<the storage URL> {command}"
+    elif args.storage:
+        command += f" --storage {args.storage}"
     if args.data:
-        final += f" --data {args.data}"
-    print(f"Final run (best config, 3 seeds, test split): {final}")
-
-
-def _summarise_pareto(study: Any, storage_url: str, results: Path, seconds: float) -> None:
-    from dashboards.pareto import format_pareto, write_pareto_report
-
-    print(f"\nstudy {study.study_name!r}: {len(study.trials)} trials, {seconds / 60:.1f} min")
-    print(format_pareto(study))
-    report = write_pareto_report(study, results / study.study_name / "pareto.html")
-    print(f"\nHTML Pareto front: {report.resolve()}")
-    print(f"Optuna dashboard: optuna-dashboard {_absolute(storage_url)} --host 127.0.0.1 --port 8080")
+        command += f" --data {args.data}"
+    what = "the best config" if len(study.directions) == 1 else "a Pareto-front trial: add --trial N"
+    print(f"Final run ({what}, 3 seeds, test split): {command}")
 
 
 def _absolute(url: str) -> str:

@@ -5,25 +5,32 @@ Optuna only; Ray lives in ``studies/tune_adapter.py``.
 
 from __future__ import annotations
 
+import datetime
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from trainers import metrics as M
+from studies import record
 from trainers.errors import UserError
 
-STALE_REASON = "driver stopped before the trial finished (marked on resume)"
+DEFAULT_STALE_AFTER = 60  # seconds without a heartbeat before another driver fails a trial
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def open_storage(url: str, stale_after: int | None = DEFAULT_STALE_AFTER) -> optuna.storages.RDBStorage:
     """Opens (creating if needed) an RDB storage, checking it is writable first.
+
+    With ``stale_after``, the storage records heartbeats: a driver beats for
+    its open trials every ``stale_after / 6`` seconds, and a RUNNING trial
+    without a beat for ``stale_after`` seconds is failed as stale by the next
+    driver that looks (its own driver died).
 
     Raises:
         UserError: a SQLite path whose folder cannot be created or written, or
-            any storage that refuses the connection.
+            any storage that refuses the connection (the URL's password is not shown).
     """
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
@@ -36,16 +43,14 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         if not os.access(target, os.W_OK):
             raise UserError(f"storage {str(target)!r} is not writable; "
                             "pass --storage a writable location (e.g. sqlite:///results/optuna.db)")
+    beats = {}
+    if stale_after:
+        beats = {"heartbeat_interval": max(1, int(stale_after) // 6), "grace_period": int(stale_after)}
     try:
-        return optuna.storages.RDBStorage(url)
+        return optuna.storages.RDBStorage(url, **beats)
     except Exception as err:  # sqlalchemy errors, unknown dialects, bad URLs
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot open storage {url!r}: {first}") from None
-
-
-# What each metric a study can optimise wants: more or less of it.
-OBJECTIVES = {M.VAL_ACC: "maximize", M.VAL_LOSS: "minimize", M.TRAIN_SECONDS: "minimize",
-              M.PARAM_COUNT: "minimize"}
+        raise UserError(f"cannot open storage {record.redact_url(url)!r}: {record.scrub(first, url)}") from None
 
 
 def parse_objectives(text: str) -> list[str]:
@@ -55,57 +60,88 @@ def parse_objectives(text: str) -> list[str]:
         UserError: an unknown or repeated name (the valid ones are listed).
     """
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in OBJECTIVES]
+    unknown = [n for n in names if n not in record.DIRECTIONS]
     if not names or unknown or len(set(names)) != len(names):
-        raise UserError(f"--objectives {text!r}: give distinct names from {', '.join(OBJECTIVES)}")
+        raise UserError(f"--objectives {text!r}: give distinct names from {', '.join(record.DIRECTIONS)}")
     return names
 
 
-def open_study(storage: optuna.storages.BaseStorage, name: str, settings: dict[str, Any],
-               sampler: optuna.samplers.BaseSampler | None = None,
-               objectives: list[str] | None = None) -> optuna.Study:
+def open_study(storage: optuna.storages.BaseStorage, name: str, settings: record.StudySettings,
+               sampler: optuna.samplers.BaseSampler | None = None) -> tuple[optuna.Study, record.StudySettings]:
     """Creates the study, or continues one made with the same settings.
+
+    Returns:
+        The study and its stored settings (for a continued study, the limits
+        it was created with, which the space must keep sampling from).
 
     Raises:
         UserError: the study exists but was run with other settings (space,
-            preset, fixed config), which would make its trials incomparable.
+            preset, budget, data, objectives, strategy), which would make its
+            trials incomparable; or it is not a study of this tool.
     """
-    objectives = objectives or [M.VAL_ACC]
-    study = optuna.create_study(storage=storage, study_name=name,
-                                directions=[OBJECTIVES[o] for o in objectives],
-                                sampler=sampler, load_if_exists=True)
-    previous = study.user_attrs.get("settings")
-    if previous is None:
-        study.set_metric_names(objectives)
-        study.set_user_attr("settings", settings)
-    elif previous != settings:
-        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-        raise UserError(f"study {name!r} was run with other settings ({', '.join(changed)} differ); "
-                        "pass --study NEW_NAME or repeat the original options")
-    return study
+    directions = list(settings.directions)
+    if name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        stored = record.settings_of(study)
+        if stored is None and study.user_attrs.get(record.SETTINGS) is None and not study.trials:
+            stored = None  # created but never set up (a driver stopped at once): take it over
+        elif stored is None:
+            raise UserError(f"study {name!r} was not made by studies/run.py (or by a newer version); "
+                            "pass --study NEW_NAME")
+        if stored is not None:
+            changed = stored.differences(settings)
+            stored_directions = [d.name.lower() for d in study.directions]
+            if stored_directions != directions and "objectives" not in changed:
+                changed.append("objectives")
+            if changed:
+                raise UserError(f"study {name!r} was run with other settings ({', '.join(changed)} differ); "
+                                "pass --study NEW_NAME or repeat the original options")
+            return study, stored
+    else:
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, directions=directions,
+                                        sampler=sampler)
+        except optuna.exceptions.DuplicatedStudyError:  # another driver made it a moment ago
+            return open_study(storage, name, settings, sampler)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(settings.objectives))
+    study.set_user_attr(record.SETTINGS, settings.to_dict())
+    return study, settings
 
 
-def finished_count(study: optuna.Study) -> int:
-    """Trials that count towards the requested number (not the stale ones)."""
-    done = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            done += 1
-        elif t.state == TrialState.FAIL and not t.user_attrs.get("stale"):
-            done += 1
-    return done
+def close_stale(study: optuna.Study, own: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """FAILs trials whose driver died; returns their numbers.
 
-
-def fail_stale_trials(study: optuna.Study, reason: str = STALE_REASON) -> list[int]:
-    """Marks RUNNING trials left by a killed driver as FAIL; returns their numbers.
-
-    Only one driver may run a study at a time; its own running trials are
-    closed by it, so any RUNNING trial found at start-up is an orphan.
+    A trial is stale when Optuna's heartbeat says so (no beat for the grace
+    period; drivers on other machines), when its driver ran on this machine
+    and its process is gone (at once), or when no driver claimed it within
+    10 s of its start: a driver records itself right after asking, so such a
+    trial's driver died in between (or was an older version's). Stale trials keep no
+    reason (Optuna closes them without one): :func:`studies.record.is_stale`.
+    ``own`` are storage ids of this driver's open trials, never touched here.
     """
-    stale = []
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not running:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "stale", True)
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-        study.tell(t.number, state=TrialState.FAIL)
-        stale.append(t.number)
-    return stale
+        if t.number in own:
+            continue
+        if record.driver_is_dead(t) or (record.DRIVER not in t.user_attrs and t.datetime_start
+                                        and (_now() - t.datetime_start).total_seconds() > _UNCLAIMED):
+            try:
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            except (ValueError, RuntimeError):
+                pass
+    still = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return sorted(running - still)
+
+
+_UNCLAIMED = 10.0  # seconds a RUNNING trial may go without a driver attribute
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now()

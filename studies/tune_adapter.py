@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
+import threading
+import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,9 +30,10 @@ from ray.tune.schedulers import (
     MedianStoppingRule,
     TrialScheduler,
 )
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
-from studies.storage import OBJECTIVES
+from studies import record
+from studies.storage import close_stale
 from trainers import metrics as M
 from trainers.config import TrialConfig
 from trainers.data import Splits
@@ -83,88 +88,175 @@ def _error_line(trial: Any) -> str:
     return "the trial raised an error; see its error.txt in the Ray results folder"
 
 
-class TruthfulOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch, telling Optuna what really happened to each trial.
+class StudySearcher(Searcher):
+    """Ray's searcher interface around an Optuna study of ours, driven by ask and tell.
 
-    Ray's version records a trial stopped by ASHA as COMPLETE with its
-    partial-budget value and never reports the last epoch as an intermediate
-    value. Here: one intermediate value per epoch (the last included), PRUNED
-    when stopped before its full budget, FAIL (with the reason) on errors and
-    divergence, and user attributes for epochs, seconds, size and Ray's id.
+    Each ``suggest`` first closes stale trials (see :func:`studies.storage.close_stale`),
+    then asks the study for a trial only while the study's finished trials plus
+    this driver's open ones fall short of ``wanted``: several drivers on one
+    study (terminals, machines sharing a PostgreSQL storage) end with the
+    requested number, plus at most the trials in flight. A space that raises
+    fails that trial only (``TrialPruned`` prunes it) and the next is asked.
+
+    Optuna is told what really happened: one intermediate value per epoch (the
+    last included), PRUNED when stopped before the full budget, FAIL with the
+    reason on errors and divergence, and the attributes of
+    :func:`studies.record.trial_attrs`. While a trial is open the driver records
+    its heartbeat, so other drivers fail it only after this driver died.
     """
 
-    def __init__(self, *args: Any, book: _TrialBook, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, space: Callable[[Any], dict[str, Any]], study: optuna.Study,
+                 storage: optuna.storages.RDBStorage, wanted: int, objectives: list[str],
+                 book: _TrialBook) -> None:
+        super().__init__(metric=objectives[0], mode=_MODES[record.DIRECTIONS[objectives[0]]])
+        self._space = space
+        self._study = study
+        self._storage = storage
+        self._study_id = storage.get_study_id_from_name(study.study_name)
+        self._wanted = wanted
+        self._objectives = objectives
         self._book = book
+        self._driver = record.driver_id(uuid.uuid4().hex[:8])
+        self._open: dict[str, optuna.Trial] = {}
+        self._trial_ids: dict[str, int] = {}  # Ray's trial id -> Optuna's storage id
         self._last_epoch: dict[str, int] = {}
         self._curves: dict[str, dict[str, float]] = {}
+        self._closed = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        interval = storage.get_heartbeat_interval()
+        self._heart = None
+        if interval:
+            self._heart = threading.Thread(target=self._beat, args=(interval,), daemon=True,
+                                           name="optuna-heartbeat")
+            self._heart.start()
 
-    def _suggest_from_define_by_run_func(self, func: Callable, ot_trial: Any) -> dict[str, Any]:
-        # A space returns the trial's whole config. Ray would also merge in the
-        # raw Optuna parameters, whose names (e.g. ``vgg_depth``) are not config keys.
-        config = func(ot_trial)
-        if not isinstance(config, dict):
-            raise TypeError(f"a search space must return a dict, got {type(config).__name__}")
-        return config
+    # Ray pickles its search algorithm with the experiment state (tuner.pkl): the
+    # storage (whose URL may hold a password), threads and locks stay out of it.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"study_name": self._study.study_name, "open": sorted(self._open)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
+                              **spec: Any) -> bool:
+        return True  # the space is ours; Ray's metric and mode are the scheduler's
+
+    def _beat(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            with self._lock:
+                ids = list(self._trial_ids.values())
+            for trial_id in ids:
+                try:
+                    self._storage.record_heartbeat(trial_id)
+                except Exception:  # a storage hiccup: the next beat retries
+                    pass
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._closed:
+            return Searcher.FINISHED
+        close_stale(self._study, own={t.number for t in self._open.values()})
+        while True:
+            done = record.finished_count(self._study.get_trials(deepcopy=False))
+            if done + len(self._open) >= self._wanted:
+                return Searcher.FINISHED
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trial = self._study.ask()
+            trial.set_user_attr(record.DRIVER, self._driver)
+            storage_id = self._storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
+            if self._heart is not None:
+                self._storage.record_heartbeat(storage_id)
+            try:
+                config = self._space(trial)
+                if not isinstance(config, dict):
+                    raise TypeError(f"a search space must return a dict, got {type(config).__name__}")
+            except optuna.TrialPruned as err:
+                self._study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+                print(f"trial {trial.number} pruned by the search space{': ' + str(err) if str(err) else ''}",
+                      file=sys.stderr)
+                continue
+            except Exception as err:  # the user's space: that trial fails, the study goes on
+                reason = f"the search space raised {type(err).__name__}: {err}"[:500]
+                trial.set_user_attr(record.FAIL_REASON, reason)
+                self._study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                print(f"trial {trial.number} failed: {reason}", file=sys.stderr)
+                continue
+            with self._lock:
+                self._open[trial_id] = trial
+                self._trial_ids[trial_id] = storage_id
+            return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self._report(trial_id, result)
 
     def _report(self, trial_id: str, result: dict[str, Any]) -> None:
-        ot_trial = self._ot_trials.get(trial_id)
-        value, epoch = result.get(M.VAL_ACC), result.get(M.EPOCH)
-        if ot_trial is None or value is None or epoch is None or result.get(M.DIVERGED):
+        trial = self._open.get(trial_id)
+        metric = self._objectives[0] if len(self._objectives) == 1 else M.VAL_ACC
+        value, epoch = result.get(metric), result.get(M.EPOCH)
+        if trial is None or value is None or epoch is None or result.get(M.DIVERGED):
             return
         if math.isfinite(value) and epoch != self._last_epoch.get(trial_id):
-            if isinstance(self.metric, list):
-                # Optuna keeps no intermediate values for several objectives:
-                # the per-epoch accuracy goes into a user attribute instead.
-                curve = self._curves.setdefault(trial_id, {})
-                curve[str(int(epoch))] = float(value)
-                ot_trial.set_user_attr("val_acc_curve", curve)
-            else:
-                ot_trial.report(float(value), int(epoch))
+            try:
+                if len(self._objectives) > 1:
+                    # Optuna keeps no intermediate values for several objectives:
+                    # the per-epoch accuracy goes into a user attribute instead.
+                    curve = self._curves.setdefault(trial_id, {})
+                    curve[str(int(epoch))] = float(value)
+                    trial.set_user_attr(record.CURVE, curve)
+                else:
+                    trial.report(float(value), int(epoch))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return  # failed as stale by another driver: said when the trial ends
             self._last_epoch[trial_id] = int(epoch)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        trial = self._open.get(trial_id)
+        if trial is None:
             return
-        ot_trial = self._ot_trials[trial_id]
         ray_trial = self._book.trials.get(trial_id)
         if result is None and ray_trial is not None:
             result = ray_trial.last_result or None
         result = result or {}
         self._report(trial_id, result)
-        attrs = {
-            "epochs_run": result.get(M.EPOCH, 0),
-            "train_seconds": result.get(M.TRAIN_SECONDS, 0.0),
-            "param_count": result.get(M.PARAM_COUNT),
-            "ray_trial_id": trial_id,
-            "config": result.get("config") or (ray_trial.config if ray_trial else None),
-            "node_ip": result.get("node_ip"),
-            "node_id": result.get("node_id"),
-            "failures": ray_trial.num_failures if ray_trial is not None else None,
-        }
+        attrs = record.trial_attrs(
+            result, ray_trial_id=trial_id, config=ray_trial.config if ray_trial else None,
+            failures=ray_trial.num_failures if ray_trial is not None else None,
+            objectives=self._objectives)
+        values: list[float] | None = None
         if error:
-            state, value = TrialState.FAIL, None
-            attrs["fail_reason"] = _error_line(ray_trial)
+            state, attrs[record.FAIL_REASON] = TrialState.FAIL, _error_line(ray_trial)
         elif result.get(M.DIVERGED):
-            state, value = TrialState.FAIL, None
-            attrs["fail_reason"] = result.get(M.REASON, "non-finite loss")
+            state, attrs[record.FAIL_REASON] = TrialState.FAIL, result.get(M.REASON, "non-finite loss")
         elif result.get(M.FINISHED):
-            state = TrialState.COMPLETE
-            if isinstance(self.metric, list):
-                value = [float(result[m]) for m in self.metric]
+            missing = [m for m in self._objectives if not _finite(result.get(m))]
+            if missing:
+                state = TrialState.FAIL
+                attrs[record.FAIL_REASON] = f"the trial reported no finite {', '.join(missing)}"
             else:
-                value = float(result[self.metric])
+                state, values = TrialState.COMPLETE, [float(result[m]) for m in self._objectives]
         else:
-            state, value = TrialState.PRUNED, None
-        for key, val in attrs.items():
-            if val is not None:
-                ot_trial.set_user_attr(key, val)
-        self._ot_study.tell(ot_trial, value, state=state)
-        self._completed_trials.add(trial_id)
+            state = TrialState.PRUNED
+        self._tell(trial_id, attrs, state, values)
+
+    def _tell(self, trial_id: str, attrs: dict[str, Any], state: TrialState,
+              values: list[float] | None) -> None:
+        trial = self._open[trial_id]
+        try:
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            self._study.tell(trial, values, state=state, skip_if_finished=True)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another driver failed it as stale (no heartbeat got through for the
+            # grace period): the storage keeps that verdict; this run goes on.
+            print(f"trial {trial.number} was failed as stale by another driver before it finished "
+                  "here; its result is not recorded (raise --stale-after if the storage is slow)",
+                  file=sys.stderr)
+        with self._lock:
+            self._open.pop(trial_id, None)
+            self._trial_ids.pop(trial_id, None)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the Optuna storage is the searcher's whole state."""
@@ -172,33 +264,37 @@ class TruthfulOptunaSearch(OptunaSearch):
     def restore(self, checkpoint_path: str) -> None:
         """Nothing to restore; a new run continues the study from its storage."""
 
-    def close_open_trials(self, reason: str) -> None:
-        """FAILs trials Ray never finished (the driver is stopping)."""
-        for trial_id in list(self._ot_trials):
-            if trial_id in self._completed_trials:
-                continue
-            ot_trial = self._ot_trials[trial_id]
-            frozen = ot_trial.storage.get_trial(ot_trial._trial_id)
-            if frozen.state == TrialState.RUNNING:
-                ot_trial.set_user_attr("fail_reason", reason)
-                ot_trial.set_user_attr("stale", True)
-                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-            self._completed_trials.add(trial_id)
+    def close(self, reason: str) -> None:
+        """FAILs the trials this driver opened and never finished; stops the heartbeat."""
+        self._closed = True
+        for trial_id in list(self._open):
+            try:
+                self._tell(trial_id, {record.FAIL_REASON: reason, record.STALE: True},
+                           TrialState.FAIL, None)
+            except Exception:  # already finished by another driver's stale check
+                self._open.pop(trial_id, None)
+        self._stop.set()
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------- schedulers
 # Ray's schedulers by name; each decides, per epoch, whether a trial goes on.
 
-SCHEDULERS: dict[str, Callable[[int, int, int], TrialScheduler]] = {
-    "asha": lambda max_t, grace, rf: ASHAScheduler(
-        time_attr=M.EPOCH, metric=M.VAL_ACC, mode="max", max_t=max_t,
+_MODES = {"maximize": "max", "minimize": "min"}
+
+SCHEDULERS: dict[str, Callable[[int, int, int, str, str], TrialScheduler]] = {
+    "asha": lambda max_t, grace, rf, metric, mode: ASHAScheduler(
+        time_attr=M.EPOCH, metric=metric, mode=mode, max_t=max_t,
         grace_period=min(grace, max_t), reduction_factor=rf),
-    "hyperband": lambda max_t, grace, rf: HyperBandScheduler(
-        time_attr=M.EPOCH, metric=M.VAL_ACC, mode="max", max_t=max_t, reduction_factor=rf),
-    "median": lambda max_t, grace, rf: MedianStoppingRule(
-        time_attr=M.EPOCH, metric=M.VAL_ACC, mode="max", grace_period=min(grace, max_t),
+    "hyperband": lambda max_t, grace, rf, metric, mode: HyperBandScheduler(
+        time_attr=M.EPOCH, metric=metric, mode=mode, max_t=max_t, reduction_factor=rf),
+    "median": lambda max_t, grace, rf, metric, mode: MedianStoppingRule(
+        time_attr=M.EPOCH, metric=metric, mode=mode, grace_period=min(grace, max_t),
         min_samples_required=3),
-    "fifo": lambda max_t, grace, rf: FIFOScheduler(),
+    "fifo": lambda max_t, grace, rf, metric, mode: FIFOScheduler(),
 }
 
 
@@ -216,9 +312,9 @@ def parallel_slots(resources: dict[str, float], cpus_per_trial: float,
 def run_trials(
     *,
     space: Callable[[Any], dict[str, Any]],
-    study_name: str,
-    storage: optuna.storages.BaseStorage,
-    sampler: optuna.samplers.BaseSampler,
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    wanted: int,
     num_trials: int,
     splits: Splits,
     max_epochs: int,
@@ -232,11 +328,18 @@ def run_trials(
     scheduler: str = "asha",
     objectives: list[str] | None = None,
 ) -> None:
-    """Runs ``num_trials`` new trials of an existing Optuna study on Ray Tune."""
+    """Runs up to ``num_trials`` new trials of ``study`` on Ray Tune, until it has ``wanted`` finished.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C (Ray's own handler, which would stop the run
+            quietly and return as if it had finished, is turned off); the
+            trials this driver had open are FAIL "interrupted" by then.
+    """
     # The classic reporter prints one compact table; the new engine prints a
     # box per trial result, which buries the progress of a 16-trial study.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls home
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C interrupts the driver
     if not ray.is_initialized():
         quiet = {"log_to_driver": False, "logging_level": "ERROR"}
         if address:  # a cluster's own settings (dashboard, CPUs) are not the driver's to pick
@@ -245,12 +348,11 @@ def run_trials(
             ray.init(include_dashboard=False, **quiet)
     book = _TrialBook()
     objectives = objectives or [M.VAL_ACC]
-    modes = ["max" if OBJECTIVES[o] == "maximize" else "min" for o in objectives]
-    searcher = TruthfulOptunaSearch(space=space, metric=objectives if len(objectives) > 1 else objectives[0],
-                                    mode=modes if len(objectives) > 1 else modes[0],
-                                    sampler=sampler, study_name=study_name,
-                                    storage=storage, book=book)
-    trial_scheduler = SCHEDULERS[scheduler](max_epochs, grace_period, reduction_factor)
+    searcher = StudySearcher(space=space, study=study, storage=storage, wanted=wanted,
+                             objectives=objectives, book=book)
+    # The scheduler compares trials on the first objective, in its direction.
+    metric, mode = objectives[0], _MODES[record.DIRECTIONS[objectives[0]]]
+    trial_scheduler = SCHEDULERS[scheduler](max_epochs, grace_period, reduction_factor, metric, mode)
     threads = max(1, math.floor(cpus_per_trial))
     slots = parallel_slots(ray.cluster_resources(), cpus_per_trial, gpus_per_trial)
     run = tune.with_resources(
@@ -258,10 +360,10 @@ def run_trials(
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
     )
     reporter = tune.CLIReporter(
-        metric_columns={M.EPOCH: "epoch", M.VAL_ACC: "val_acc", M.TRAIN_LOSS: "train_loss",
-                        M.IMAGES_PER_SEC: "img/s"},
+        metric_columns={M.EPOCH: "epoch", M.VAL_ACC: "val_acc", M.VAL_LOSS: "val_loss",
+                        M.TRAIN_LOSS: "train_loss", M.IMAGES_PER_SEC: "img/s"},
         parameter_columns=["depth", "width", "optimizer", "lr", "aug_strength"],
-        max_report_frequency=30, sort_by_metric=True, metric=M.VAL_ACC, mode="max",
+        max_report_frequency=30, sort_by_metric=True, metric=metric, mode=mode,
     )
     tuner = tune.Tuner(
         run,
@@ -287,5 +389,12 @@ def run_trials(
     )
     try:
         tuner.fit()
+    except KeyboardInterrupt:
+        searcher.close(INTERRUPTED)
+        ray.shutdown()  # the trials' processes stop with the driver's Ray session
+        raise
     finally:
-        searcher.close_open_trials("the study was interrupted before the trial finished")
+        searcher.close("the driver stopped before the trial finished")
+
+
+INTERRUPTED = "interrupted: the study was stopped (Ctrl-C) before the trial finished"

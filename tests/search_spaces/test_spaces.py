@@ -72,3 +72,35 @@ def test_cifar_zoo_ranks_every_family_with_its_own_knobs():
         study.tell(trial, 0.1)
     assert set(seen) == set(list_models())
     assert "vgg_depth" in seen["vgg"] and "resnet_depth" not in seen["vgg"]
+
+
+def test_a_continued_study_samples_from_the_choices_it_was_created_with(tmp_path):
+    """cifar_zoo's families come from the study's record, so a model added later
+    (the registry grew) does not change the distribution of a continued study."""
+    import optuna
+
+    from search_spaces import SpaceLimits, get_space
+    from studies import record
+    from studies.storage import open_storage, open_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = get_space("cifar_zoo")
+    created = SpaceLimits(depths=(10,), widths=(8,), max_epochs=2, models=("lenet5", "resnet"))
+    settings = record.StudySettings(space="cifar_zoo", preset="smoke", fixed={}, data=None,
+                                    limits=created.to_dict())
+    storage = open_storage(f"sqlite:///{tmp_path / 'zoo.db'}", stale_after=None)
+    study, _ = open_study(storage, "zoo", settings)
+    trial = study.ask()
+    assert space(trial, created)["model"] in ("lenet5", "resnet")
+    study.tell(trial, 0.5)
+
+    # Continuing with the code's current registry (more models) is what Optuna refuses ...
+    everything = SpaceLimits(depths=(10,), widths=(8,), max_epochs=2)
+    with pytest.raises(ValueError, match="dynamic value space"):
+        space(study.ask(), everything)
+    # ... so a continued study takes the limits it recorded.
+    again, stored = open_study(storage, "zoo", settings)
+    limits = SpaceLimits.from_dict(dict(stored.limits))
+    assert limits == created
+    trial = again.ask()
+    assert space(trial, limits)["model"] in ("lenet5", "resnet")

@@ -46,15 +46,23 @@ def test_a_cell_run_with_another_budget_is_refused_before_any_cell_runs(tiny_cif
     url = f"sqlite:///{tmp_path / 'benchmark.db'}"
     data = str(Path(tiny_cifar).resolve())
     fixed = {"epochs": 2, "data_fraction": 1.0, "batch_size": 64}
+    from search_spaces import SpaceLimits
+    from studies.run import build_settings
+    from studies.storage import open_storage, open_study
+    from trainers.data import load_dataset
+
+    fingerprint = load_dataset(data, cache_dir=tmp_path / "cache").fingerprint()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     for sampler, epochs in (("tpe", 2), ("random", 3)):  # tpe's matches; random's ran 3 epochs
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(study_name=bm.study_name("resnet_cifar", "smoke", bm.Cell(sampler, "fifo", 0)),
-                                    storage=url, direction="maximize")
-        study.set_user_attr("settings", {"space": "resnet_cifar", "preset": "smoke",
-                                         "fixed": {**fixed, "epochs": epochs}, "data": data,
-                                         "baselines": False})
+        settings = build_settings(space="resnet_cifar", preset="smoke", fixed={**fixed, "epochs": epochs},
+                                  limits=SpaceLimits(), data=fingerprint, data_source=data,
+                                  objectives=["val_acc"], sampler=sampler, scheduler="fifo", baselines=False,
+                                  seed=0)
+        open_study(open_storage(url), bm.study_name("resnet_cifar", "smoke", bm.Cell(sampler, "fifo", 0)),
+                   settings)
     status = bm.main(["--preset", "smoke", "--samplers", "tpe,random", "--schedulers", "fifo", "--seeds", "0",
-                      "--data", data, "--data-fraction", "1", "--results", str(tmp_path)])
+                      "--data", data, "--data-fraction", "1", "--results", str(tmp_path),
+                      "--cache-dir", str(tmp_path / "cache")])
     assert status == 2
     err = capsys.readouterr().err.strip()
     assert err == ("error: study 'bench-resnet_cifar-smoke-random-fifo-s0' was run with other settings "

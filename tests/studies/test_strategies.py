@@ -24,7 +24,7 @@ def test_the_tables_agree_and_every_name_is_covered():
     for name in SAMPLERS:
         assert isinstance(make_sampler(name, 0, 16), optuna.samplers.BaseSampler)
     for name, factory in SCHEDULERS.items():
-        assert factory(5, 1, 3) is not None, name
+        assert factory(5, 1, 3, "val_loss", "min") is not None, name
 
 
 @pytest.mark.parametrize("sampler, scheduler", PAIRS)
