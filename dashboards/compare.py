@@ -30,6 +30,8 @@ from dashboards.frame import METRIC, best_row, frame_of, millions, missing, perc
 from dashboards.importance import param_importances
 from dashboards.page import Block, section, style, table, write_page
 from dashboards.sources import DEFAULT_STORAGE, UserError, open_storage, study_names
+from studies import record
+from studies.record import redact_url
 
 __all__ = ["StudyRun", "compare_frame", "main", "write_comparison"]
 
@@ -76,7 +78,7 @@ def compare_frame(runs: Sequence[StudyRun]) -> pd.DataFrame:
     for run in runs:
         frame = frame_of(run.trials)
         best = best_row(frame)
-        settings = run.study.user_attrs.get("settings")
+        settings = run.study.user_attrs.get(record.SETTINGS)
         settings = settings if isinstance(settings, dict) else {}
         states = frame["state"].value_counts()
         complete = best is not None and best["state"] == TrialState.COMPLETE.name
@@ -225,7 +227,7 @@ def anytime_figure(runs: Sequence[StudyRun]) -> go.Figure:
         finished.sort(key=lambda t: (t.datetime_complete is None, t.datetime_complete or 0, t.number))
         spent, best, xs, ys, numbers = 0.0, -math.inf, [], [], []
         for trial in finished:
-            spent += float(trial.user_attrs.get("train_seconds") or 0.0)
+            spent += float(trial.user_attrs.get(record.TRAIN_SECONDS) or 0.0)
             if trial.state == TrialState.COMPLETE and trial.values and trial.values[0] > best:
                 best = trial.values[0]
                 xs.append(spent)
@@ -374,13 +376,14 @@ def _runs(urls: Sequence[str], wanted: Sequence[str] | None, results: Path) -> l
     missing_names = [name for name in wanted or [] if name not in {name for name, _, _ in found}]
     if missing_names:
         known = ", ".join(sorted(set(everything))) or "none"
-        raise UserError(f"study {missing_names[0]!r} not found in {', '.join(urls)}; studies there: {known}")
+        raise UserError(f"study {missing_names[0]!r} not found in {', '.join(map(redact_url, urls))}; "
+                        f"studies there: {known}")
     if not found:
-        raise UserError(f"no studies in {', '.join(urls)}")
+        raise UserError(f"no studies in {', '.join(map(redact_url, urls))}")
     clashes = {name for name, _, _ in found if sum(other == name for other, _, _ in found) > 1}
     runs = []
     for name, url, storage in found:
-        label = f"{name} ({url})" if name in clashes else name
+        label = f"{name} ({redact_url(url)})" if name in clashes else name
         path = final_path(name, results)
         final = None
         if path.is_file():

@@ -15,6 +15,8 @@ import pandas as pd
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from studies import record
+
 __all__ = [
     "FIXED_COLUMNS",
     "METRIC",
@@ -25,6 +27,7 @@ __all__ = [
     "hyperparameters",
     "millions",
     "missing",
+    "objective_text",
     "param_names",
     "percent",
     "seconds",
@@ -33,21 +36,27 @@ __all__ = [
     "value_text",
 ]
 
-METRIC = "val_acc"  # the study's one objective: a fraction in [0, 1], maximized
+METRIC = "val_acc"  # validation accuracy: a fraction in [0, 1], the default objective
+OBJECTIVE = "objective"  # a study's own objective where it is not accuracy (val_loss, say)
 
 _LEADING = ("rank", "number", "state", "model", "family", METRIC, "epochs", "train_seconds", "param_count")
 _TRAILING = ("fail_reason",)
-FIXED_COLUMNS = (*_LEADING, *_TRAILING)
+FIXED_COLUMNS = (*_LEADING, *_TRAILING, OBJECTIVE)
 
 
 # ---------------------------------------------------------------- the frame
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """Tabulates every trial of a study, best first.
+    """Tabulates every trial of a study, best first in the study's direction.
 
     Args:
-        study: A study whose single objective is validation accuracy.
+        study: A single-objective study. When its objective is not accuracy
+            (``val_loss``, say), the frame gains an ``objective`` column
+            (COMPLETE: the value; PRUNED: the last intermediate value), ranks
+            by it in the study's direction (a minimised study's best row is
+            its lowest), and ``val_acc`` holds each trial's last accuracy for
+            context. ``frame.attrs`` names the ``metric`` and ``direction``.
 
     Returns:
         One row per trial with columns ``rank`` (1-based, only for trials with
@@ -57,53 +66,60 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         value; otherwise NaN), ``epochs``, ``train_seconds``, ``param_count``,
         one column per sampled parameter (named as sampled; ``param_<name>``
         only where a name clashes with a fixed column) and ``fail_reason``.
-        Sorted by ``val_acc`` descending, NaN last, ties by trial number.
+        Sorted best first (``val_acc`` descending for a maximised study), NaN
+        last, ties by trial number.
     """
-    return frame_of(study.get_trials(deepcopy=False))
+    metric, direction = record.objective(study)
+    return frame_of(study.get_trials(deepcopy=False), metric=metric, direction=direction)
 
 
-def frame_of(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
+def frame_of(trials: Sequence[FrozenTrial], metric: str = METRIC, direction: str = "maximize") -> pd.DataFrame:
     """:func:`trials_frame` of trials already fetched from a study."""
     columns = _param_columns(trials)
-    rows = [_row(trial, columns) for trial in trials]
-    frame = pd.DataFrame(rows, columns=[*_LEADING[1:], *columns.values(), *_TRAILING])
+    rows = [_row(trial, columns, metric) for trial in trials]
+    extra = [OBJECTIVE] if metric != METRIC else []
+    frame = pd.DataFrame(rows, columns=[*_LEADING[1:], *columns.values(), *_TRAILING, *extra])
     dtypes = {"number": "int64", "epochs": "int64", "param_count": "Int64"}
-    dtypes |= {METRIC: "float64", "train_seconds": "float64"}
+    dtypes |= {METRIC: "float64", "train_seconds": "float64", **{c: "float64" for c in extra}}
     dtypes |= {columns[name]: "Int64" for name in _int_params(trials)}
     frame = frame.astype(dtypes)
+    key = OBJECTIVE if extra else METRIC
     frame = frame.sort_values(
-        [METRIC, "number"], ascending=[False, True], na_position="last", ignore_index=True
+        [key, "number"], ascending=[direction == "minimize", True], na_position="last", ignore_index=True
     )
-    ranked = frame[METRIC].notna().tolist()  # sorted: all ranked rows come first
+    ranked = frame[key].notna().tolist()  # sorted: all ranked rows come first
     frame.insert(0, "rank", pd.array([i + 1 if ok else None for i, ok in enumerate(ranked)], "Int64"))
+    frame.attrs.update(metric=metric, direction=direction)
     return frame
 
 
-def _row(trial: FrozenTrial, columns: dict[str, str]) -> dict[str, Any]:
+def _row(trial: FrozenTrial, columns: dict[str, str], metric: str = METRIC) -> dict[str, Any]:
     attrs = trial.user_attrs
-    epochs = attrs.get("epochs_run")
-    config = attrs.get("config")
+    objective = trial_accuracy(trial)  # the study's first objective, whatever it measures
+    if metric != METRIC:
+        last = attrs.get(record.VALUES)
+        accuracy = last.get(METRIC) if isinstance(last, dict) and _is_number(last.get(METRIC)) else math.nan
+    else:
+        accuracy = objective
+    epochs = attrs.get(record.EPOCHS_RUN)
+    config = attrs.get(record.CONFIG)
+    seconds, params = attrs.get(record.TRAIN_SECONDS), attrs.get(record.PARAM_COUNT)
     return {
         "number": trial.number,
         "state": trial.state.name,
-        "model": _model_name(config, attrs.get("recipe")),
+        "model": _model_name(config, attrs.get(record.RECIPE)),
         "family": str(config["model"]) if isinstance(config, dict) and config.get("model") else None,
-        METRIC: trial_accuracy(trial),
+        METRIC: accuracy,
+        OBJECTIVE: objective,
         "epochs": int(epochs) if _is_number(epochs) else len(trial.intermediate_values),
-        "train_seconds": float(attrs["train_seconds"]) if _is_number(attrs.get("train_seconds")) else None,
-        "param_count": int(attrs["param_count"]) if _is_number(attrs.get("param_count")) else None,
-        "fail_reason": attrs.get("fail_reason"),
+        "train_seconds": float(seconds) if _is_number(seconds) else None,
+        "param_count": int(params) if _is_number(params) else None,
+        "fail_reason": record.fail_reason(trial),
         **{columns[name]: value for name, value in trial.params.items()},
     }
 
 
-def trial_accuracy(trial: FrozenTrial) -> float:
-    """COMPLETE: the objective; PRUNED: its last intermediate value; otherwise NaN."""
-    if trial.state == TrialState.COMPLETE and trial.values:
-        return float(trial.values[0])
-    if trial.state == TrialState.PRUNED and trial.intermediate_values:
-        return float(trial.intermediate_values[max(trial.intermediate_values)])
-    return math.nan
+trial_accuracy = record.trial_accuracy  # COMPLETE: the objective; PRUNED: its last epoch's; else NaN
 
 
 def _model_name(config: Any, recipe: str | None = None) -> str | None:
@@ -154,25 +170,26 @@ def best_row(frame: pd.DataFrame) -> pd.Series | None:
     return None if ranked.empty else ranked.iloc[0]
 
 
-def baseline_number(trials: Sequence[FrozenTrial]) -> int | None:
+def baseline_number(trials: Sequence[FrozenTrial], direction: str = "maximize") -> int | None:
     """The best of the trials fixed in advance (``study.enqueue_trial``).
 
     studies/run.py enqueues the reference recipes (user attribute ``recipe``) as
     the first trials: the best of them is the configuration the search has to
     beat. Older studies enqueued one default configuration instead.
     """
-    enqueued = [t for t in trials if "recipe" in t.user_attrs or "fixed_params" in t.system_attrs]
+    enqueued = [t for t in trials if record.RECIPE in t.user_attrs or "fixed_params" in t.system_attrs]
     if not enqueued:
         return None
     scored = [t for t in enqueued if not math.isnan(trial_accuracy(t))]
     if not scored:
         return min(t.number for t in enqueued)
-    return max(scored, key=lambda t: (trial_accuracy(t), -t.number)).number
+    sign = 1.0 if direction == "maximize" else -1.0
+    return max(scored, key=lambda t: (sign * trial_accuracy(t), -t.number)).number
 
 
 def baseline_label(trials: Sequence[FrozenTrial], number: int | None) -> str:
     """How the report names the baseline: its recipe, or the space's default."""
-    recipe = next((t.user_attrs.get("recipe") for t in trials if t.number == number), None)
+    recipe = next((t.user_attrs.get(record.RECIPE) for t in trials if t.number == number), None)
     return f"the {recipe} recipe" if recipe else "the space's default configuration"
 
 
@@ -213,6 +230,13 @@ def percent(value: float, digits: int = 2) -> str:
     return "-" if missing(value) else f"{100 * value:.{digits}f}%"
 
 
+def objective_text(value: float, metric: str = METRIC) -> str:
+    """An objective's value as shown: accuracy in percent, anything else to four significant digits."""
+    if metric == METRIC:
+        return percent(value)
+    return "-" if missing(value) else f"{value:.4g}"
+
+
 def seconds(value: float) -> str:
     """Seconds rounded to whole seconds, ``-`` when empty."""
     return "-" if missing(value) else f"{value:.0f}"
@@ -238,15 +262,20 @@ def format_leaderboard(frame: pd.DataFrame, top: int = 10) -> str:
         epochs, seconds, parameter count in millions, sampled
         hyperparameters), without a trailing newline.
     """
-    frame = frame.sort_values(METRIC, ascending=False, na_position="last", kind="stable")
+    metric, direction = frame.attrs.get("metric", METRIC), frame.attrs.get("direction", "maximize")
+    key = OBJECTIVE if OBJECTIVE in frame.columns else METRIC
+    frame = frame.sort_values(key, ascending=direction == "minimize", na_position="last", kind="stable")
     shown = frame.head(max(top, 0))
     if shown.empty:
         return "no trials"
     params = param_names(frame)
+    objective = {} if key == METRIC else {
+        metric.replace("_", " "): [objective_text(value, metric) for value in shown[OBJECTIVE]]}
     table = {
         "rank": [text(rank) for rank in shown["rank"]],
         "trial": [str(number) for number in shown["number"]],
         "state": list(shown["state"]),
+        **objective,
         "val acc": [percent(value) for value in shown[METRIC]],
         "epochs": [str(epochs) for epochs in shown["epochs"]],
         "seconds": [seconds(value) for value in shown["train_seconds"]],

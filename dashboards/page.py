@@ -9,6 +9,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from studies.files import atomic_write_text
+
 __all__ = ["Block", "definitions", "render_page", "section", "style", "table", "write_page"]
 
 Block = str | go.Figure  # raw HTML, or a figure drawn where it stands
@@ -78,7 +80,7 @@ def write_page(path: str | Path, title: str, blocks: Iterable[Block]) -> Path:
     """Writes :func:`render_page` to ``path``, creating missing parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_page(title, blocks), encoding="utf-8")
+    atomic_write_text(path, render_page(title, blocks))
     return path
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from studies import record
+from studies.files import atomic_write_text
+
 
 def _names(study: optuna.Study) -> list[str]:
     return study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
@@ -29,7 +32,7 @@ def pareto_rows(study: optuna.Study) -> list[dict[str, object]]:
     for t in study.best_trials:
         row: dict[str, object] = {"trial": t.number}
         row.update(dict(zip(names, t.values, strict=True)))
-        row["model"] = (t.user_attrs.get("config") or {}).get("model")
+        row["model"] = (t.user_attrs.get(record.CONFIG) or {}).get("model")
         row.update(t.params)
         rows.append(row)
     return sorted(rows, key=lambda r: r[names[0]], reverse=first_max)
@@ -72,5 +75,5 @@ def write_pareto_report(study: optuna.Study, path: str | Path) -> Path:
             f"{html.escape(study.study_name)}</title><style>body{{font-family:sans-serif;margin:2em}}"
             "td,th{padding:2px 8px;text-align:right}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page)
     return path

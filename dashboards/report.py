@@ -29,6 +29,7 @@ from dashboards.frame import (
 )
 from dashboards.importance import Importance, param_importances
 from dashboards.page import Block, definitions, section, table, write_page
+from studies import record
 
 __all__ = ["write_report"]
 
@@ -74,8 +75,8 @@ def write_report(
     """
     final = _final(final_metrics, study.study_name)
     trials = study.get_trials(deepcopy=False)
-    frame = frame_of(trials)
-    settings = study.user_attrs.get("settings")
+    frame = frame_of(trials, *record.objective(study))
+    settings = study.user_attrs.get(record.SETTINGS)
     settings = settings if isinstance(settings, dict) else {}
     blocks = study_blocks(study.study_name, frame, trials, settings, final)
     return write_page(path, f"Leaderboard: {study.study_name}", blocks)
@@ -122,7 +123,7 @@ def study_blocks(
         ),
     ]
     if frame[["train_seconds", "param_count"]].notna().any().any():
-        blocks.append(figures.cost_figure(frame, int(best["number"]), baseline_number(trials)))
+        blocks.append(figures.cost_figure(frame, int(best["number"]), _baseline(frame, trials)))
     else:
         blocks.append('<p class="empty">No trial recorded its train seconds or parameter count.</p>')
     blocks.append(
@@ -233,7 +234,7 @@ def _summary(
     items.append(f'<li class="headline">{headline}.</li>')
     if done:
         items.append(f"<li>{_margin(complete, trials, number)}</li>")
-    items.append(f"<li>{_cost(frame, best, baseline_number(trials))}</li>")
+    items.append(f"<li>{_cost(frame, best, _baseline(frame, trials))}</li>")
     if importance:
         top = list(importance.values.items())[:3]
         shares = ", ".join(f"<b>{html.escape(name)}</b> {share:.0%}" for name, share in top)
@@ -250,7 +251,7 @@ def _summary(
         items.append(
             f'<li>Final run: <b>{html.escape(final_headline(final))}</b> (<a href="#final">details</a>).</li>'
         )
-    box = _config_table(frame, best, baseline_number(trials), importance)
+    box = _config_table(frame, best, _baseline(frame, trials), importance)
     return (
         f'<div class="summary" id="summary"><ul>{"".join(items)}</ul>'
         f"<h3>Winning configuration (trial #{number})</h3>{box}</div>"
@@ -283,6 +284,10 @@ def _config_table(
     return table(header, body, table_id="best-config", css="data config") if body else ""
 
 
+def _baseline(frame: pd.DataFrame, trials: Sequence[FrozenTrial]) -> int | None:
+    return baseline_number(trials, frame.attrs.get("direction", "maximize"))
+
+
 def _margin(complete: pd.DataFrame, trials: Sequence[FrozenTrial], winner: int) -> str:
     best = complete.iloc[0]
     parts = []
@@ -292,7 +297,7 @@ def _margin(complete: pd.DataFrame, trials: Sequence[FrozenTrial], winner: int) 
             f"{_points(best[METRIC] - second[METRIC])} over the runner-up, trial #{second['number']} "
             f"({percent(second[METRIC])})"
         )
-    base = baseline_number(trials)
+    base = _baseline(complete, trials)
     by_number = complete.set_index("number")
     if base is not None and base != winner and base in by_number.index:
         parts.append(
@@ -353,7 +358,7 @@ def _leaderboard_table(
     frame: pd.DataFrame, trials: Sequence[FrozenTrial], winner: int | None, order: Sequence[str]
 ) -> str:
     params = [name for name in order if name in frame.columns] or param_names(frame)
-    base = baseline_number(trials)
+    base = _baseline(frame, trials)
     header = [
         "rank", "trial", "architecture", "key parameters", "val acc",
         "epochs", "train seconds", "parameter count", "state",

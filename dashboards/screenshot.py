@@ -98,15 +98,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _dashboard_command() -> list[str]:
-    # The console script beside this interpreter: the same command the run prints.
-    script = Path(sys.executable).parent / "optuna-dashboard"
-    return [str(script)] if script.is_file() else [shutil.which("optuna-dashboard") or "optuna-dashboard"]
+# optuna-dashboard's own server, started by its public run_server() in a child
+# process, with the storage URL in the environment: a password in it must not
+# show in the process list, as it would on optuna-dashboard's command line.
+_SERVE = ("import os, optuna_dashboard; optuna_dashboard.run_server("
+          "os.environ['TUNEBENCH_DASHBOARD_STORAGE'], host='127.0.0.1', port=int(os.environ['TUNEBENCH_DASHBOARD_PORT']))")
 
 
 @contextlib.contextmanager
 def serve_dashboard(storage: str, timeout: float = 30.0) -> Iterator[str]:
-    """Runs ``optuna-dashboard STORAGE --host 127.0.0.1 --port FREE`` until the block ends.
+    """Runs optuna-dashboard's server on STORAGE at 127.0.0.1:FREE until the block ends.
 
     Yields the base URL once the server answers; the server is always
     stopped afterwards.
@@ -118,19 +119,11 @@ def serve_dashboard(storage: str, timeout: float = 30.0) -> Iterator[str]:
     port = _free_port()
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(
-            [
-                *_dashboard_command(),
-                storage,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--server",
-                "wsgiref",
-            ],
+            [sys.executable, "-c", _SERVE],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, "TUNEBENCH_DASHBOARD_STORAGE": storage, "TUNEBENCH_DASHBOARD_PORT": str(port)},
         )
         try:
             base = f"http://127.0.0.1:{port}"

@@ -7,6 +7,8 @@ from pathlib import Path
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
+from studies.record import redact_url, scrub
+
 __all__ = ["DEFAULT_STORAGE", "UserError", "open_storage", "open_study", "study_names"]
 
 DEFAULT_STORAGE = "sqlite:///results/optuna.db"
@@ -21,11 +23,11 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     sqlite_file = _sqlite_file(url)
     # Optuna would create a missing sqlite file, and an empty study list with it.
     if sqlite_file is not None and not sqlite_file.is_file():
-        raise UserError(f"storage file not found: {sqlite_file} (from --storage {url})")
+        raise UserError(f"storage file not found: {sqlite_file} (from --storage {redact_url(url)})")
     try:
         return optuna.storages.RDBStorage(url)
     except (ImportError, RuntimeError, ValueError, SQLAlchemyError) as error:
-        raise UserError(f"cannot open storage {url}: {_first_line(error)}") from None
+        raise UserError(f"cannot open storage {redact_url(url)}: {scrub(_first_line(error), url)}") from None
 
 
 def study_names(storage: optuna.storages.RDBStorage, url: str) -> list[str]:
@@ -33,7 +35,7 @@ def study_names(storage: optuna.storages.RDBStorage, url: str) -> list[str]:
     try:
         return optuna.get_all_study_names(storage)
     except (RuntimeError, ValueError, SQLAlchemyError) as error:
-        raise UserError(f"cannot read storage {url}: {_first_line(error)}") from None
+        raise UserError(f"cannot read storage {redact_url(url)}: {scrub(_first_line(error), url)}") from None
 
 
 def open_study(name: str, url: str) -> optuna.Study:
@@ -42,7 +44,7 @@ def open_study(name: str, url: str) -> optuna.Study:
     names = study_names(storage, url)
     if name not in names:
         known = ", ".join(sorted(names)) or "none"
-        raise UserError(f"study {name!r} not found in {url}; studies there: {known}")
+        raise UserError(f"study {name!r} not found in {redact_url(url)}; studies there: {known}")
     return optuna.load_study(study_name=name, storage=storage)
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from dashboards.frame import trial_accuracy
+from studies import record
 
 __all__ = [
     "Cell",
@@ -37,7 +38,7 @@ __all__ = [
     "utilization",
 ]
 
-BENCH_ATTR = "benchmark"  # the study user attribute the benchmark writes: slots and driver runs
+BENCH_ATTR = record.BENCHMARK  # the study user attribute the benchmark writes: slots and driver runs
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _TOLERANCE = 1e-9  # a mean of equal accuracies can land an ulp above each of them
 
@@ -81,7 +82,7 @@ class StudyRecord:
         source = "recorded"
         if not isinstance(slots, int) or slots < 1:
             slots, source = assumed_slots, f"assumed {assumed_slots} (not recorded)"
-        settings = study.user_attrs.get("settings")
+        settings = study.user_attrs.get(record.SETTINGS)
         return cls(study.study_name, cell, study.get_trials(deepcopy=False),
                    settings if isinstance(settings, dict) else {}, slots, source,
                    list(bench.get("runs") or []))
@@ -93,17 +94,17 @@ class StudyRecord:
 def _counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     # Trials a killed driver left RUNNING are FAILed as "stale" on resume; they
     # are not part of the requested budget (run.py re-runs them), so not here either.
-    return [t for t in trials if t.state in _FINISHED and not t.user_attrs.get("stale")
+    return [t for t in trials if t.state in _FINISHED and not record.is_stale(t)
             and t.datetime_start is not None and t.datetime_complete is not None]
 
 
 def _epochs(trial: FrozenTrial) -> int:
-    epochs = trial.user_attrs.get("epochs_run")
+    epochs = trial.user_attrs.get(record.EPOCHS_RUN)
     return int(epochs) if isinstance(epochs, (int, float)) else len(trial.intermediate_values)
 
 
 def _train_seconds(trial: FrozenTrial) -> float:
-    seconds = trial.user_attrs.get("train_seconds")
+    seconds = trial.user_attrs.get(record.TRAIN_SECONDS)
     return float(seconds) if isinstance(seconds, (int, float)) else 0.0
 
 
@@ -266,7 +267,7 @@ def study_frame(records: Sequence[StudyRecord], reference: str) -> pd.DataFrame:
         train = float(curve["train_seconds"].sum())
         driver = [float(r["driver_seconds"]) for r in rec.runs if "driver_seconds" in r]
         driver_seconds = sum(driver) if driver else math.nan
-        stale = any(t.user_attrs.get("stale") for t in rec.trials)
+        stale = any(record.is_stale(t) for t in rec.trials)
         rows.append({
             "study": rec.name, "strategy": rec.cell.strategy, "sampler": rec.cell.sampler,
             "scheduler": rec.cell.scheduler, "seed": rec.cell.seed, "trials": len(curve),

@@ -12,7 +12,6 @@ from typing import Any
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
-from optuna.trial import TrialState, create_trial
 
 SPACE = {
     "depth": CategoricalDistribution([10, 18]),
@@ -33,21 +32,49 @@ def _accuracy(params: dict[str, Any], epoch: int) -> float:
     return 0.35 + 0.06 * epoch + lr_term - 0.05 * params["aug_strength"] + 0.01 * (params["width"] == 16)
 
 
+def _space(trial: Any) -> dict[str, Any]:
+    return {"model": "resnet", **{name: _suggest(trial, name, dist) for name, dist in SPACE.items()}}
+
+
+def _suggest(trial: Any, name: str, dist: Any) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(dist.choices))
+    return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+
+
 def build_study(
     url: str, name: str = "cifar-demo", n: int = 18, seed: int = 0, family: str = "resnet"
 ) -> optuna.Study:
-    """A stored study as studies/run.py leaves it: n trials, then one FAIL (stale), one RUNNING."""
+    """A stored study as studies/run.py leaves it: n trials, then one FAIL (stale), one RUNNING.
+
+    Written by the real writers: :func:`studies.storage.open_study` with the
+    study's :class:`~studies.record.StudySettings`, and the searcher Ray drives
+    (``suggest``, one ``on_trial_result`` per epoch, ``on_trial_complete``).
+    Trial 0 is enqueued (the baseline); the others' values are fixed by
+    Optuna's PartialFixedSampler, so each trial's numbers are known here.
+    """
+    from studies import record
+    from studies.storage import open_storage, open_study
+    from studies.tune_adapter import StudySearcher, _TrialBook
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=name, storage=url, direction="maximize")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["val_acc"])
-    settings = {"space": "resnet_cifar", "preset": "quick", "fixed": {"epochs": EPOCHS, "batch_size": 128}}
-    study.set_user_attr("settings", {**settings, "data": "/data/cifar10"})
+    settings = record.StudySettings(
+        space="resnet_cifar", preset="quick", fixed={"epochs": EPOCHS, "batch_size": 128},
+        data="blake2b:0123456789abcdef", data_source="/data/cifar10", sampler="tpe", scheduler="asha")
+    storage = open_storage(url, stale_after=None)
+    study, _ = open_study(storage, name, settings)
     rng = random.Random(seed)
+
+    def searcher(params: dict[str, Any] | None) -> StudySearcher:
+        sampler = optuna.samplers.PartialFixedSampler(params or {}, optuna.samplers.RandomSampler(seed))
+        return StudySearcher(space=_space, study=optuna.load_study(study_name=name, storage=storage,
+                                                                   sampler=sampler),
+                             storage=storage, wanted=10_000, objectives=["val_acc"], book=_TrialBook())
+
     for number in range(n):
         if number == 0:
             params = dict(BASELINE)
+            study.enqueue_trial(params)
         elif number == 4:  # the winner: the baseline with less augmentation, 1 point better
             params = {**BASELINE, "optimizer": "sgd", "aug_strength": 0.05}
         else:
@@ -60,39 +87,24 @@ def build_study(
             }
         epochs = EPOCHS if number % 4 == 0 else RUNG[1 + number % 2]
         curve = {e: round(_accuracy(params, e), 4) for e in range(1, epochs + 1)}
-        state = TrialState.COMPLETE if epochs == EPOCHS else TrialState.PRUNED
         model = "vgg" if number % 3 == 2 else family
         config = {"model": model, **params, "epochs": EPOCHS, "batch_size": 128}
-        attrs = {
-            "epochs_run": epochs,
-            "train_seconds": 20.0 * epochs * (2 if params["width"] == 16 else 1),
-            "param_count": 700_000 if params["width"] == 16 else 180_000,
-            "ray_trial_id": f"ray{number:04d}",
-            "node_ip": "192.0.2.2",
-            "config": config,
-        }
-        study.add_trial(
-            create_trial(
-                state=state,
-                value=curve[epochs],
-                params=params,
-                distributions=SPACE,
-                user_attrs=attrs,
-                intermediate_values=curve,
-                system_attrs={"fixed_params": params} if number == 0 else None,
-            )
-        )
-    study.add_trial(
-        create_trial(
-            state=TrialState.FAIL,
-            params=dict(BASELINE),
-            distributions=SPACE,
-            intermediate_values={1: 0.41},
-            user_attrs={"fail_reason": "the study was interrupted before the trial finished", "stale": True},
-        )
-    )
-    study.add_trial(create_trial(state=TrialState.RUNNING, params=dict(BASELINE), distributions=SPACE))
-    return study
+        ray_id = f"ray{number:04d}"
+        writer = searcher(None if number == 0 else params)
+        assert writer.suggest(ray_id) is not None
+        result: dict[str, Any] = {}
+        for epoch, value in curve.items():
+            result = {"epoch": epoch, "val_acc": value, "config": config, "node_ip": "192.0.2.2",
+                      "train_seconds": 20.0 * epoch * (2 if params["width"] == 16 else 1),
+                      "param_count": 700_000 if params["width"] == 16 else 180_000}
+            writer.on_trial_result(ray_id, result)
+        writer.on_trial_complete(ray_id, {**result, "finished": epochs == EPOCHS})
+    interrupted = searcher(BASELINE)  # stopped by Ctrl-C after one epoch: FAIL, stale
+    interrupted.suggest("ray-int")
+    interrupted.on_trial_result("ray-int", {"epoch": 1, "val_acc": 0.41})
+    interrupted.close("the study was interrupted before the trial finished")
+    searcher(BASELINE).suggest("ray-run")  # its driver is still running it
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def final_metrics(study: str = "cifar-demo", trial: int = 0) -> dict[str, Any]:

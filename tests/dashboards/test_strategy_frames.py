@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from dashboards import strategy_frames as sf
+from studies import record
 from studies.benchmark import slots
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0)
@@ -19,7 +20,7 @@ T0 = dt.datetime(2026, 1, 1, 12, 0, 0)
 def add(study, state, *, start, end, epochs, seconds, value=None, curve=None, **attrs):
     trial = create_trial(state=state, value=value if state == TrialState.COMPLETE else None,
                          intermediate_values=curve or {},
-                         user_attrs={"epochs_run": epochs, "train_seconds": seconds, **attrs})
+                         user_attrs={record.EPOCHS_RUN: epochs, record.TRAIN_SECONDS: seconds, **attrs})
     trial.datetime_start = T0 + dt.timedelta(seconds=start)
     trial.datetime_complete = None if end is None else T0 + dt.timedelta(seconds=end)
     study.add_trial(trial)
@@ -29,10 +30,12 @@ def make_study(url, cell, slots=2, driver=None):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=sf.study_name("resnet_cifar", "smoke", cell), storage=url,
                                 direction="maximize")
-    study.set_user_attr("settings", {"space": "resnet_cifar", "preset": "smoke"})
+    settings = record.StudySettings(space="resnet_cifar", preset="smoke", fixed={}, data=None,
+                                    sampler=cell.sampler, scheduler=cell.scheduler, seed=cell.seed)
+    study.set_user_attr(record.SETTINGS, settings.to_dict())
     if slots:
         runs = [{"driver_seconds": d} for d in (driver or [])]
-        study.set_user_attr("benchmark", {"slots": slots, "cpus": 2, "cpus_per_trial": 1.0, "runs": runs})
+        study.set_user_attr(record.BENCHMARK, {"slots": slots, "cpus": 2, "cpus_per_trial": 1.0, "runs": runs})
     return study
 
 
@@ -48,8 +51,8 @@ def records(tmp_path_factory):
     add(ref0, C, start=0, end=10, epochs=2, seconds=8.0, value=0.40, curve={1: 0.3, 2: 0.40})
     add(ref0, P, start=1, end=6, epochs=1, seconds=4.0, curve={1: 0.55})  # finishes first
     add(ref0, C, start=6, end=16, epochs=2, seconds=8.0, value=0.50, curve={1: 0.2, 2: 0.50})
-    add(ref0, F, start=10, end=14, epochs=1, seconds=3.0, curve={1: 0.3})
-    add(ref0, F, start=2, end=40, epochs=1, seconds=1.0, stale=True)  # a killed run's: not counted
+    add(ref0, F, start=10, end=14, epochs=1, seconds=3.0, curve={1: 0.3}, **{record.FAIL_REASON: "non-finite loss"})
+    add(ref0, F, start=2, end=40, epochs=1, seconds=1.0)  # no reason: a dead driver's (stale), not counted
     add(ref0, TrialState.RUNNING, start=20, end=None, epochs=0, seconds=0.0)
     ref1 = make_study(url, REF1, driver=[20.0, 5.0])  # resumed once
     add(ref1, C, start=0, end=5, epochs=2, seconds=4.0, value=0.60, curve={1: 0.5, 2: 0.60})
