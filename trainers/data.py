@@ -13,6 +13,7 @@ the source, its files and the options, so no trial ever decodes an image.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -35,7 +36,7 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: keyed on relative paths; optional val/ split
 
 
 def default_cache_dir() -> Path:
@@ -53,6 +54,8 @@ class ImageDataset:
     test_y: torch.Tensor
     classes: tuple[str, ...]
     source: str
+    val_x: torch.Tensor | None = None  # a val/ folder beside train/ and test/: the validation split
+    val_y: torch.Tensor | None = None
 
     @property
     def image_size(self) -> int:
@@ -66,7 +69,10 @@ class ImageDataset:
         relabelled image or a renamed class another one.
         """
         digest = hashlib.blake2b(digest_size=16)
-        for tensor in (self.train_x, self.train_y, self.test_x, self.test_y):
+        parts = (self.train_x, self.train_y, self.test_x, self.test_y)
+        if self.val_x is not None and self.val_y is not None:
+            parts += (self.val_x, self.val_y)
+        for tensor in parts:
             digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
             digest.update(memoryview(tensor.contiguous().numpy()).cast("B"))
         digest.update("\0".join(self.classes).encode())
@@ -107,27 +113,48 @@ def load_dataset(
             named) or cannot be downloaded.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    root = _resolve_source(source, cache, download_url, download_md5)
-    kind, folder = _detect_layout(root)
-    key = hashlib.sha256(
-        repr((_CACHE_VERSION, kind, str(folder.resolve()), image_size, _fingerprint(folder))).encode()
-    ).hexdigest()[:16]
-    cached = cache / "tensors" / f"{kind}-{key}.pt"
-    if cached.exists():
-        try:
-            blob = torch.load(cached, weights_only=True)
-            return ImageDataset(**{**blob, "classes": tuple(blob["classes"]), "source": str(folder)})
-        except Exception:
-            cached.unlink(missing_ok=True)  # a torn or stale cache file is rebuilt
-    if kind == "cifar-pickle":
-        parts = _load_cifar_pickles(folder, image_size)
-    else:
-        parts = _load_image_folder(folder, image_size)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".tmp{os.getpid()}")
-    torch.save({**parts, "classes": list(parts["classes"])}, tmp)
-    os.replace(tmp, cached)  # atomic: a killed run never leaves half a cache file
-    return ImageDataset(**parts, source=str(folder))
+    if cache.exists() and not cache.is_dir():
+        raise DataError(f"cache folder {str(cache)!r} is a file; pass --cache-dir a folder")
+    with contextlib.ExitStack() as cleanup:
+        root = _resolve_source(source, cache, download_url, download_md5, cleanup)
+        kind, folder = _detect_layout(root)
+        key = hashlib.sha256(
+            repr((_CACHE_VERSION, kind, str(folder.resolve()), image_size, _fingerprint(folder))).encode()
+        ).hexdigest()[:16]
+        cached = cache / "tensors" / f"{kind}-{key}.pt"
+        if cached.exists():
+            try:
+                blob = torch.load(cached, weights_only=True)
+                return ImageDataset(**{**blob, "classes": tuple(blob["classes"]), "source": str(folder)})
+            except Exception:
+                with contextlib.suppress(OSError):
+                    cached.unlink()  # a torn or stale cache file is rebuilt
+        if kind == "cifar-pickle":
+            parts = _load_cifar_pickles(folder, image_size)
+        else:
+            parts = _load_image_folder(folder, image_size)
+        _save_cache(cached, {**parts, "classes": list(parts["classes"])})
+        return ImageDataset(**parts, source=str(folder))
+
+
+def _save_cache(path: Path, blob: dict) -> None:
+    """Writes the tensor cache atomically, if it can: a read-only or full cache folder
+    only costs the next run a decode, and leaves no temporary file behind."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        torch.save(blob, tmp)
+        os.replace(tmp, path)  # atomic: a killed run never leaves half a cache file
+        tmp = None
+    except (OSError, RuntimeError):  # torch.save reports a full disk as RuntimeError
+        pass
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def download_cifar10(root: Path, url: str = CIFAR10_URL, md5: str | None = CIFAR10_MD5) -> Path:
@@ -147,7 +174,7 @@ def download_cifar10(root: Path, url: str = CIFAR10_URL, md5: str | None = CIFAR
     return target
 
 
-def _resolve_source(source, cache: Path, url: str, md5: str | None) -> Path:
+def _resolve_source(source, cache: Path, url: str, md5: str | None, cleanup: contextlib.ExitStack) -> Path:
     if source is None:
         return download_cifar10(cache / "downloads", url, md5)
     path = Path(source).expanduser()
@@ -161,18 +188,49 @@ def _resolve_source(source, cache: Path, url: str, md5: str | None) -> Path:
             raise DataError(
                 f"data path {str(path)!r} is a file but not an archive {ARCHIVE_SUFFIXES}"
             )
-        return _extract(path, cache)
+        return _extract(path, cache, cleanup)
     return path
 
 
-def _extract(archive: Path, cache: Path) -> Path:
+def max_archive_bytes() -> int:
+    """The most an archive may unpack to: ``$TUNEBENCH_MAX_ARCHIVE_GB`` (default 50) GB."""
+    try:
+        return int(float(os.environ.get("TUNEBENCH_MAX_ARCHIVE_GB", "50")) * 1e9)
+    except ValueError:
+        raise DataError("TUNEBENCH_MAX_ARCHIVE_GB must be a number of gigabytes") from None
+
+
+def _unpacked_size(archive: Path) -> int:
+    if archive.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            return sum(info.file_size for info in zf.infolist())
+    with tarfile.open(archive) as tf:
+        return sum(member.size for member in tf.getmembers() if member.isfile())
+
+
+def _extract(archive: Path, cache: Path, cleanup: contextlib.ExitStack) -> Path:
+    """Unpacks an archive once into the cache (or, where the cache cannot be written,
+    into a temporary folder removed after loading). Two processes unpacking the same
+    archive at once both succeed: each unpacks beside the target, the first rename wins."""
     stat = archive.stat()
     key = hashlib.sha256(repr((str(archive.resolve()), stat.st_size, stat.st_mtime_ns)).encode())
     target = cache / "extracted" / key.hexdigest()[:16]
-    if target.exists():
+    if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent))
+    try:
+        size = _unpacked_size(archive)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
+        raise DataError(f"cannot unpack archive {str(archive)!r}: {err}") from None
+    if size > max_archive_bytes():
+        raise DataError(f"archive {str(archive)!r} unpacks to {size / 1e9:.1f} GB, over the "
+                        f"{max_archive_bytes() / 1e9:g} GB cap; unpack it yourself and pass the folder, "
+                        "or raise TUNEBENCH_MAX_ARCHIVE_GB")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=target.parent))
+    except OSError:  # a read-only or full cache: unpack for this run only
+        tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tunebench-data-")))
+        target = None
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
@@ -180,10 +238,18 @@ def _extract(archive: Path, cache: Path) -> Path:
         else:
             with tarfile.open(archive) as tf:
                 tf.extractall(tmp, filter="data")  # refuses paths outside tmp
-        os.replace(tmp, target)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"cannot unpack archive {str(archive)!r}: {err}") from None
+    if target is None:
+        return tmp
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not target.is_dir():  # not another process's finished copy: a real failure
+            raise DataError(f"cannot move the unpacked archive into {str(target)!r}; "
+                            "pass --cache-dir a writable folder") from None
     return target
 
 
@@ -194,7 +260,7 @@ def _detect_layout(root: Path, depth: int = 0) -> tuple[str, Path]:
         return "cifar-pickle", root / "cifar-10-batches-py"
     if (root / "train").is_dir() and (root / "test").is_dir():
         return "image-folder", root
-    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    subdirs = [p for p in root.iterdir() if p.is_dir() and _visible(p)]
     if depth == 0 and len(subdirs) == 1:
         return _detect_layout(subdirs[0], depth + 1)
     raise DataError(
@@ -203,13 +269,39 @@ def _detect_layout(root: Path, depth: int = 0) -> tuple[str, Path]:
     )
 
 
-def _fingerprint(folder: Path) -> tuple[int, int, int]:
-    count = size = newest = 0
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            st = os.stat(os.path.join(dirpath, name))
-            count, size, newest = count + 1, size + st.st_size, max(newest, st.st_mtime_ns)
-    return count, size, newest
+def _fingerprint(folder: Path) -> str:
+    """A digest of every file's path relative to ``folder``, size and mtime.
+
+    Moving an image to another class folder or renaming a class changes the
+    labels, so it changes the key (a count and total size would not).
+    """
+    digest = hashlib.sha256()
+    for dirpath, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(dirpath, name)
+            st = os.stat(path)
+            digest.update(f"{os.path.relpath(path, folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+# What a CIFAR batch pickle may name: numpy's array reconstruction, and nothing
+# that runs code. Lists, dicts, bytes, str and numbers need no global at all.
+_PICKLE_GLOBALS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
+     ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, lists, dicts, bytes and str only: a crafted file runs nothing."""
+
+    def find_class(self, module: str, name: str):  # type: ignore[override]
+        if (module, name) in _PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never does")
 
 
 def _load_cifar_pickles(folder: Path, image_size: int) -> dict:
@@ -219,10 +311,15 @@ def _load_cifar_pickles(folder: Path, image_size: int) -> dict:
             raise DataError(f"CIFAR folder {str(folder)!r} lacks {name}; re-download it")
         try:
             with open(path, "rb") as f:
-                # The official format is a pickle; torchvision reads it the same way.
-                return pickle.load(f, encoding="latin1")
+                # The official format is a pickle: read with an unpickler that
+                # refuses anything but arrays and plain containers.
+                batch = _CifarUnpickler(f, encoding="latin1").load()
         except Exception as err:
-            raise DataError(f"cannot read CIFAR batch {str(path)!r}: {err}") from None
+            raise DataError(f"cannot read CIFAR batch {str(path)!r}: {err}; "
+                            "replace it with the official file") from None
+        if not isinstance(batch, dict):
+            raise DataError(f"CIFAR batch {str(path)!r} is not a dict; replace it with the official file")
+        return batch
 
     def images(batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([torch.as_tensor(b["data"], dtype=torch.uint8) for b in batches])
@@ -243,42 +340,71 @@ def _resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
+def _visible(path: Path) -> bool:
+    """Not a hidden file, nor macOS archive debris (``__MACOSX/``, AppleDouble ``._*`` files)."""
+    return not path.name.startswith(".") and path.name != "__MACOSX"
+
+
 def _list_split(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and _visible(p))
     if not classes:
         raise DataError(f"{str(split_dir)!r} has no class folders; expected {split_dir}/<class>/<image>")
     items = []
     for label, name in enumerate(classes):
-        for path in sorted((split_dir / name).iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                items.append((path, label))
+        found = [path for path in sorted((split_dir / name).iterdir())
+                 if _visible(path) and path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
+        if not found:
+            raise DataError(f"class folder {str(split_dir / name)!r} holds no images "
+                            f"({', '.join(sorted(IMAGE_SUFFIXES))}); add some or remove the folder")
+        items += [(path, label) for path in found]
     return classes, items
 
 
 def _decode(path: Path, size: int) -> torch.Tensor:
+    """Any listed format as 8-bit RGB: torchvision's decoder, else Pillow (BMP, say)."""
     try:
         img = decode_image(str(path), mode=ImageReadMode.RGB)
-    except Exception as err:
-        raise DataError(f"cannot decode image {str(path)!r} ({err}); remove or replace it") from None
+    except Exception:
+        img = _decode_with_pillow(path)
+    if img.dtype == torch.uint16:  # a 16-bit PNG: its top byte, rounded, is the 8-bit value
+        img = ((img.to(torch.int32) + 128) // 257).clamp(0, 255).to(torch.uint8)
+    elif img.dtype != torch.uint8:
+        raise DataError(f"image {str(path)!r} decodes to {img.dtype}, not 8 or 16 bits per channel; "
+                        "convert it to 8-bit RGB")
     if img.shape[1:] != (size, size):
         # Shorter side to `size`, then the centre square: keeps the aspect ratio.
         img = TF.center_crop(TF.resize(img, size, antialias=True), [size, size])
     return img
 
 
+def _decode_with_pillow(path: Path) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"cannot decode image {str(path)!r} ({err}); remove or replace it") from None
+    data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
+
+
 def _load_image_folder(folder: Path, image_size: int) -> dict:
     out = {}
     classes = None
-    for split in ("train", "test"):
+    splits = ("train", "val", "test") if (folder / "val").is_dir() else ("train", "test")
+    for split in splits:
         split_classes, items = _list_split(folder / split)
         if classes is not None and split_classes != classes:
+            only = sorted(set(classes) ^ set(split_classes))
             raise DataError(
-                f"train/ and test/ in {str(folder)!r} have different class folders: "
-                f"{classes} vs {split_classes}"
+                f"{split}/ in {str(folder)!r} has other class folders than train/ "
+                f"(in one only: {', '.join(only)}); every split needs the same classes"
             )
         classes = split_classes
-        if not items:
-            raise DataError(f"{str(folder / split)!r} holds no images ({sorted(IMAGE_SUFFIXES)})")
+        if split == "train" and len(classes) < 2:
+            raise DataError(f"{str(folder / split)!r} has one class folder ({classes[0]}); "
+                            "a classifier needs at least two")
         # Decoding releases the GIL, so threads decode in parallel.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             imgs = list(pool.map(lambda item: _decode(item[0], image_size), items, chunksize=256))
@@ -296,15 +422,22 @@ def make_splits(
     """Carves a stratified, seeded validation split from train, then subsamples train.
 
     Each class keeps its share in both parts, so a 10% split of CIFAR-10 has
-    exactly 500 images per class. The test split is never touched here.
+    exactly 500 images per class. A dataset with its own validation split (a
+    ``val/`` folder) uses that instead of carving one; with ``val_fraction``
+    0 (a final run) it joins train. The test split is never touched here.
     """
+    train_x, train_y = dataset.train_x, dataset.train_y
+    own_val = dataset.val_x is not None and dataset.val_y is not None
+    if own_val and val_fraction == 0:
+        train_x, train_y = torch.cat([train_x, dataset.val_x]), torch.cat([train_y, dataset.val_y])
     gen = torch.Generator().manual_seed(seed)
     train_idx, val_idx = [], []
+    carve = 0.0 if own_val else val_fraction
     for label in range(len(dataset.classes)):
-        idx = (dataset.train_y == label).nonzero().squeeze(1)
+        idx = (train_y == label).nonzero().squeeze(1)
         idx = idx[torch.randperm(len(idx), generator=gen)]
-        n_val = round(len(idx) * val_fraction)
-        if val_fraction > 0 and len(idx) > 1:
+        n_val = round(len(idx) * carve)
+        if carve > 0 and len(idx) > 1:
             n_val = min(max(n_val, 1), len(idx) - 1)
         rest = idx[n_val:]
         n_train = max(1, round(len(rest) * data_fraction)) if len(rest) else 0
@@ -312,16 +445,34 @@ def make_splits(
         train_idx.append(rest[:n_train])
     tr = torch.cat(train_idx).sort().values
     va = torch.cat(val_idx).sort().values
-    train_x = dataset.train_x[tr]
-    pixels = train_x.to(torch.float64).div_(255)
-    mean = pixels.mean(dim=(0, 2, 3))
-    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    part_x = train_x[tr]
+    mean, std = _channel_stats(part_x)
+    if own_val and val_fraction > 0:
+        val_x, val_y = dataset.val_x, dataset.val_y
+    else:
+        val_x, val_y = train_x[va], train_y[va]
     return Splits(
-        train_x=train_x,
-        train_y=dataset.train_y[tr],
-        val_x=dataset.train_x[va],
-        val_y=dataset.train_y[va],
+        train_x=part_x,
+        train_y=train_y[tr],
+        val_x=val_x,
+        val_y=val_y,
         classes=dataset.classes,
-        mean=tuple(mean.tolist()),
-        std=tuple(std.tolist()),
+        mean=mean,
+        std=std,
     )
+
+
+def _channel_stats(x: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (unbiased) std of uint8 images in [0, 1], a chunk at a time:
+    no float copy of the whole set (CIFAR-10's would be 1.1 GB in float64)."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros(x.shape[1], dtype=torch.float64)
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk].to(torch.float64)
+        total += part.sum(dim=(0, 2, 3))
+        squares += part.square().sum(dim=(0, 2, 3))
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / n
+    var = (squares - n * mean.square()) / max(1, n - 1)
+    std = var.clamp_min(0).sqrt() / 255
+    return tuple((mean / 255).tolist()), tuple(std.clamp_min(1e-3).tolist())
