@@ -93,6 +93,8 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}")
     if len(set(seeds)) < len(seeds):
         raise argparse.ArgumentTypeError(f"a seed is repeated in {text!r}")
+    for seed in seeds:
+        cli.seed(str(seed))  # each in [0, 2**32)
     return seeds
 
 
@@ -210,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {failed}", file=sys.stderr)
             return 1
 
-    assumed = slots(_machine_cpus(), 1.0)  # for a study run outside the benchmark
+    assumed = slots(cli.machine_cpus(), 1.0)  # for a study run outside the benchmark
     records = [StudyRecord.of(optuna.load_study(study_name=name, storage=storage), cell, assumed)
                for cell, name in zip(cells, names, strict=True)]
     _write_outputs(records, results / "benchmark", f"{args.space}-{preset_name}", reference, budget,
@@ -241,18 +243,6 @@ def _finished(storage: Any, name: str, expected: StudySettings) -> int | None:
     return record.finished_count(study.get_trials(deepcopy=False))
 
 
-def _machine_cpus() -> int:
-    """The CPUs this process may use, as Ray counts them (affinity, then a cgroup quota)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.floor(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cpus
-
-
 def slots(cpus: float, cpus_per_trial: float, gpus: float = 0.0, gpus_per_trial: float = 0.0) -> int:
     """Trials that fit at once: floor(CPUs / CPUs per trial), and the same for GPUs if used."""
     fits = math.floor(cpus / cpus_per_trial + 1e-9)
@@ -268,7 +258,7 @@ def _resources(cpus_per_trial: float | None, gpus_per_trial: float | None) -> di
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cpt = cpus_per_trial if cpus_per_trial is not None else (2.0 if gpus else 1.0)
     gpt = gpus_per_trial if gpus_per_trial is not None else (1.0 if gpus else 0.0)
-    cpus = _machine_cpus()
+    cpus = cli.machine_cpus()
     if cpt <= 0:
         raise UserError("--cpus-per-trial must be above 0")
     fits = slots(cpus, cpt, gpus, gpt)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
-import re
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,8 +15,6 @@ from trainers.errors import UserError
 
 DEFAULT_RESULTS = Path("results")
 STORAGE_ENV = "TUNEBENCH_STORAGE"  # a storage URL with a password stays out of argv and shell history
-
-_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=+-]{0,127}")
 
 
 def default_storage(results: Path) -> str:
@@ -33,10 +32,12 @@ def study_name(text: str) -> str:
     Raises:
         UserError: any other character, a leading dot or dash, or over 128 characters.
     """
-    if not _STUDY_NAME.fullmatch(text) or ".." in text:
-        raise UserError(f"--study {text!r}: use letters, digits and _ . = + - (at most 128, "
-                        "starting with a letter or digit); it names a folder under --results")
-    return text
+    from studies.record import check_study_name
+
+    try:
+        return check_study_name(text)
+    except ValueError as err:
+        raise UserError(f"--study: {err}") from None
 
 
 class Parser(argparse.ArgumentParser):
@@ -62,9 +63,55 @@ def non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+SEED_LIMIT = 2**32  # numpy's and Optuna's samplers take seeds in [0, 2**32)
+
+
+def seed(text: str) -> int:
+    """A sampler seed: a whole number in [0, 2**32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**32), got {value}")
+    return value
+
+
+def machine_cpus() -> int:
+    """The CPUs this process may use, as Ray counts them (affinity, then a cgroup quota)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def writable_folder(path: Path, option: str) -> Path:
+    """Creates ``path`` if needed and checks a file can be written in it.
+
+    Raises:
+        UserError: it is a file, or cannot be created or written.
+    """
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {str(path)!r} is a file; pass a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise UserError(f"{option} {str(path)!r} is not writable ({err.strerror}); "
+                        "pass a folder you can write") from None
+    return path
 
 
 def fraction(text: str) -> float:

@@ -111,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainers.data import load_dataset, make_splits
     from trainers.loop import evaluate, train
     from studies.files import atomic_path, atomic_write_text
+    from studies.record import study_folder as record_folder
     from studies.provenance import provenance
 
     preset_name, why = cli.pick_preset(args.preset)
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{f' ({where})' if where else ''}; pass the study's --data")
     splits = make_splits(dataset, val_fraction=0.0, data_fraction=config.data_fraction,
                          seed=config.split_seed)
-    out = args.results / "final" / study_name
+    out = record_folder(args.results / "final", study_name)
     out.mkdir(parents=True, exist_ok=True)
     runs, t0 = [], time.perf_counter()
     for seed in seeds:
@@ -200,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if study is not None:  # the study's report gains its final-run section
         from dashboards.leaderboard import write_report
 
-        report = write_report(study, args.results / study_name / "leaderboard.html",
+        report = write_report(study, record_folder(args.results, study_name) / "leaderboard.html",
                               final_metrics=out / "metrics.json")
         print(f"HTML leaderboard with the final run: {report.resolve()}")
     return 0

@@ -20,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import socket
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -35,6 +37,7 @@ __all__ = [
     "SETTINGS",
     "StudySettings",
     "best_trial",
+    "check_study_name",
     "driver_id",
     "fail_reason",
     "finished_count",
@@ -43,6 +46,7 @@ __all__ = [
     "redact_url",
     "scrub",
     "settings_of",
+    "study_folder",
     "trial_accuracy",
     "trial_attrs",
 ]
@@ -304,14 +308,41 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# ---------------------------------------------------------------- names that become paths
+
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=+-]{0,127}")
+
+
+def check_study_name(name: str) -> str:
+    """A study name that can name a folder under the results folder, unchanged.
+
+    Raises:
+        ValueError: separators, ``..``, a leading dot or dash, other characters,
+            or over 128 characters: such a name could write outside the results.
+    """
+    if not _STUDY_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"study name {name!r} cannot name a folder: use letters, digits and _ . = + - "
+                         "(at most 128, starting with a letter or digit, no '..')")
+    return name
+
+
+def study_folder(results: str | os.PathLike, name: str) -> Path:
+    """``RESULTS/NAME``, for a name :func:`check_study_name` accepts."""
+    return Path(results) / check_study_name(name)
+
+
 # ---------------------------------------------------------------- secrets
+
+
+_SECRET_KEYS = {"password", "passwd", "pwd", "sslpassword"}  # query parameters that carry one
 
 
 def redact_url(url: str | None) -> str:
     """A storage URL as it may be shown or stored: the password replaced by ``***``.
 
-    A URL SQLAlchemy cannot parse is not shown at all (it might hold a secret
-    in a place the parser did not recognise).
+    A password in the query string (``?password=...``) is hidden too. A URL
+    SQLAlchemy cannot parse is not shown at all (it might hold a secret in a
+    place the parser did not recognise).
     """
     if not url:
         return ""
@@ -319,24 +350,36 @@ def redact_url(url: str | None) -> str:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        hidden = {k: "***" for k in parsed.query if k.lower() in _SECRET_KEYS}
+        if hidden:
+            parsed = parsed.update_query_dict(hidden)
+        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
     except (ArgumentError, ValueError, TypeError):
         return "<storage URL not shown: it could not be parsed>"
 
 
-def scrub(text: str, url: str | None) -> str:
-    """``text`` (an error message, say) with the URL's password, raw or quoted, replaced by ``***``."""
-    if not url:
-        return text
-    from urllib.parse import quote
-
+def _secrets(url: str) -> list[str]:
     from sqlalchemy.engine import make_url
 
     try:
-        password = make_url(url).password
+        parsed = make_url(url)
     except Exception:  # unparseable: nothing more can be known about its secret
+        return []
+    found = [str(parsed.password)] if parsed.password else []
+    for key, value in parsed.query.items():
+        if key.lower() in _SECRET_KEYS:
+            found += [value] if isinstance(value, str) else list(value)
+    return [secret for secret in found if secret]
+
+
+def scrub(text: str, url: str | None) -> str:
+    """``text`` (an error message, say) with the URL's secrets, raw or quoted, replaced by ``***``."""
+    if not url:
         return text
-    if password:
-        for form in {str(password), quote(str(password), safe="")}:
+    from urllib.parse import quote, quote_plus
+
+    for secret in _secrets(url):
+        for form in sorted({secret, quote(secret, safe=""), quote_plus(secret)}, key=len, reverse=True):
             text = text.replace(form, "***")
     return text

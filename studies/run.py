@@ -48,7 +48,7 @@ def _parser() -> cli.Parser:
     parser = cli.Parser(description=__doc__.split("\n")[0])
     cli.add_common(parser)
     parser.add_argument("--trials", type=cli.positive_int, help="finished trials wanted (default: preset's)")
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    parser.add_argument("--seed", type=cli.seed, default=0, help="sampler seed in [0, 2**32) (default 0)")
     parser.add_argument("--cpus-per-trial", type=cli.non_negative_float,
                         help="CPUs per trial; also its torch threads (default: 1, or 2 with a GPU)")
     parser.add_argument("--gpus-per-trial", type=cli.non_negative_float,
@@ -106,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # set_metric_names and some samplers are "experimental" in Optuna 5: say it once, here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run says what it does itself
 
     from search_spaces import SpaceLimits, get_space
     from studies import storage as st
@@ -134,8 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--gpus-per-trial {gpus:g} but no GPU is visible; drop it or use --address")
     if cpus <= 0:
         raise UserError("--cpus-per-trial must be above 0")
+    if not args.address:  # a trial that needs more than the machine has would wait forever
+        have_cpus, have_gpus = cli.machine_cpus(), torch.cuda.device_count() if gpu else 0
+        if cpus > have_cpus or gpus > have_gpus:
+            raise UserError(f"a trial asks for {cpus:g} CPUs and {gpus:g} GPUs, but this machine has "
+                            f"{have_cpus} CPUs and {have_gpus} GPUs; lower --cpus-per-trial/--gpus-per-trial")
 
-    results = args.results
+    results = cli.writable_folder(args.results, "--results")
     storage_url = cli.storage_url(args)
     storage = st.open_storage(storage_url, stale_after=args.stale_after)  # before the data: fail fast
 
@@ -208,7 +214,7 @@ def _summarise(study: Any, storage_url: str, results: Path, args: Any, seconds: 
 
         print(f"\nstudy {study.study_name!r}: {len(study.trials)} trials, {seconds / 60:.1f} min")
         print(format_pareto(study))
-        report = write_pareto_report(study, results / study.study_name / "pareto.html")
+        report = write_pareto_report(study, record.study_folder(results, study.study_name) / "pareto.html")
         print(f"\nHTML Pareto front: {report.resolve()}")
     else:
         frame = trials_frame(study)
@@ -216,7 +222,7 @@ def _summarise(study: Any, storage_url: str, results: Path, args: Any, seconds: 
         print(f"\nstudy {study.study_name!r}: {len(frame)} trials {states}, {seconds / 60:.1f} min")
         print(format_leaderboard(frame, top=10))
         final = final_path(study.study_name, results)
-        report = write_report(study, results / study.study_name / "leaderboard.html",
+        report = write_report(study, record.study_folder(results, study.study_name) / "leaderboard.html",
                               final_metrics=final if final.is_file() else None)
         print(f"\nHTML leaderboard: {report.resolve()}")
     print(f"Optuna dashboard: optuna-dashboard {shown} --host 127.0.0.1 --port 8080")

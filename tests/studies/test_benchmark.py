@@ -19,6 +19,8 @@ BAD = {
     "unknown sampler": (["--samplers", "tpe,bogus"], "unknown sampler 'bogus'; known: cmaes, gp, qmc"),
     "unknown scheduler": (["--schedulers", "pbt"], "unknown scheduler 'pbt'"),
     "seeds not integers": (["--seeds", "0,one"], "--seeds: expected comma-separated whole numbers"),
+    "negative seed": (["--seeds", "0,-3"], "--seeds: must be in [0, 2**32), got -3"),
+    "seed too large": (["--seeds", "4294967296"], "--seeds: must be in [0, 2**32), got 4294967296"),
     "zero trials": (["--trials", "0"], "--trials: must be at least 1"),
     "missing data": (["--data", "/no/such/dir"], "data path '/no/such/dir' does not exist"),
     "reference not in grid": (["--schedulers", "asha", "--reference", "tpe-fifo"],

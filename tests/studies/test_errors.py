@@ -36,6 +36,19 @@ CASES = {
     "unknown preset": (["--preset", "huge"], "argument --preset: invalid choice"),
     "unwritable storage": (["--data", "{good}", "--storage", "sqlite:///{blocker}/optuna.db"],
                            "cannot create the storage folder"),
+    "study name with ..": (["--data", "{good}", "--study", "../../x"],
+                           "--study: study name '../../x' cannot name a folder"),
+    "absolute study name": (["--data", "{good}", "--study", "/tmp/x"], "study name '/tmp/x' cannot name a folder"),
+    "study name with a separator": (["--study", "a/b"], "study name 'a/b' cannot name a folder"),
+    "infinite cpus": (["--cpus-per-trial", "inf"], "--cpus-per-trial: expected a finite number, got inf"),
+    "more cpus than the machine": (["--data", "{good}", "--cpus-per-trial", "512"],
+                                   "a trial asks for 512 CPUs and 0 GPUs, but this machine has"),
+    "negative seed": (["--seed", "-1"], "--seed: must be in [0, 2**32), got -1"),
+    "seed too large": (["--seed", str(2**32)], "--seed: must be in [0, 2**32), got 4294967296"),
+    "cache dir is a file": (["--data", "{good}", "--cache-dir", "{blocker}"],
+                            "is a file; pass --cache-dir a folder"),
+    "results is a file": (["--data", "{good}", "--results", "{blocker}"], "--results '{blocker}' is a file"),
+    "results not writable": (["--data", "{good}", "--results", "{blocker}/sub"], "is not writable"),
 }
 
 
@@ -44,8 +57,12 @@ def test_bad_input_gets_one_line_and_keeps_the_study(existing, case):
     tmp, url, corrupt, good, blocker = existing
     args, expected = CASES[case]
     args = [a.format(corrupt=corrupt, good=good, blocker=blocker) for a in args]
+    expected = expected.format(blocker=blocker)
+    before = sorted(p.relative_to(tmp) for p in tmp.rglob("*") if not {"cache", "results"} & set(p.parts))
     if "--storage" not in args:
         args += ["--storage", url]
+    if "--results" not in args:
+        args += ["--results", str(tmp / "results")]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "studies" / "run.py"), "--preset", "smoke",
          "--cache-dir", str(tmp / "cache"), *args],
@@ -56,3 +73,7 @@ def test_bad_input_gets_one_line_and_keeps_the_study(existing, case):
     assert expected in lines[0]
     study = optuna.load_study(study_name="resnet_cifar-smoke", storage=url)
     assert [(t.state, t.value) for t in study.trials] == [(optuna.trial.TrialState.COMPLETE, 0.5)]
+    # Nothing written anywhere but the cache (the refused --study ../../x included).
+    assert sorted(p.relative_to(tmp) for p in tmp.rglob("*") if not {"cache", "results"} & set(p.parts)) == before
+    assert not [p for p in (tmp / "results").rglob("*")]  # at most the empty folder checked for writing
+    assert not (tmp.parent.parent / "x").exists()
