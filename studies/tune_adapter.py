@@ -37,6 +37,7 @@ from studies.storage import close_stale
 from trainers import metrics as M
 from trainers.config import TrialConfig
 from trainers.data import Splits
+from trainers.errors import UserError
 from trainers.loop import train
 
 _STATE_FILE = "state.pt"
@@ -309,6 +310,65 @@ def parallel_slots(resources: dict[str, float], cpus_per_trial: float,
     return max(1, min(limits)) if limits else None
 
 
+def _check_fits(cpus: float, gpus: float) -> None:
+    """Refuses a trial no node of the cluster can hold: Ray would keep it PENDING forever.
+
+    Raises:
+        UserError: no alive node has the CPUs and GPUs one trial asks for.
+    """
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
+        most_cpus = max((r.get("CPU", 0) for r in nodes), default=0)
+        most_gpus = max((r.get("GPU", 0) for r in nodes), default=0)
+        raise UserError(f"a trial asks for {cpus:g} CPUs and {gpus:g} GPUs, but no node of the cluster has "
+                        f"that much (at most {most_cpus:g} CPUs, {most_gpus:g} GPUs on one node); "
+                        "lower --cpus-per-trial/--gpus-per-trial")
+
+
+def _sees_marker(path: str, token: str) -> bool:
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+def check_shared_storage(folder: Path, timeout: float = 120.0) -> None:
+    """Refuses a results folder some node of the cluster cannot see.
+
+    Ray Tune writes every trial's checkpoints to its storage path from the
+    node the trial runs on: a folder local to the driver's machine fails each
+    remote trial at its first checkpoint. One tiny task pinned to each node
+    reads a marker the driver wrote there.
+
+    Raises:
+        UserError: a node does not see the marker (or did not answer).
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    token = uuid.uuid4().hex
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / f".shared-check-{token}"
+    marker.write_text(token)
+    probe = ray.remote(num_cpus=0)(_sees_marker)
+    try:
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(str(marker), token) for n in nodes]
+        try:
+            seen = ray.get(refs, timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            seen = [False] * len(nodes)  # a node that cannot answer cannot be relied on either
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [n.get("NodeManagerAddress", n["NodeID"][:8]) for n, ok in zip(nodes, seen, strict=True) if not ok]
+    if blind:
+        raise UserError(f"--results {folder.parent} is not shared by every node of the cluster "
+                        f"({len(blind)} of {len(nodes)} cannot see it: {', '.join(blind)}); pass --results "
+                        "a folder every node mounts at the same path (NFS, say)")
+
+
 def run_trials(
     *,
     space: Callable[[Any], dict[str, Any]],
@@ -346,6 +406,9 @@ def run_trials(
             ray.init(address=address, **quiet)
         else:
             ray.init(include_dashboard=False, **quiet)
+    _check_fits(cpus_per_trial, gpus_per_trial)
+    if address:
+        check_shared_storage(results_dir.resolve())
     book = _TrialBook()
     objectives = objectives or [M.VAL_ACC]
     searcher = StudySearcher(space=space, study=study, storage=storage, wanted=wanted,
