@@ -384,9 +384,12 @@ def _runs(urls: Sequence[str], wanted: Sequence[str] | None, results: Path) -> l
     runs = []
     for name, url, storage in found:
         label = f"{name} ({redact_url(url)})" if name in clashes else name
-        path = final_path(name, results)
+        try:
+            path = final_path(name, results)
+        except ValueError:  # a name no tool of ours made: it has no final run under --results
+            path = None
         final = None
-        if path.is_file():
+        if path is not None and path.is_file():
             try:
                 final = load_final_metrics(path)
             except (OSError, ValueError) as error:

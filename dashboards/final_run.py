@@ -7,6 +7,7 @@ its JSON file.
 
 from __future__ import annotations
 
+import html
 import json
 import statistics
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from plotly.subplots import make_subplots
 
 from dashboards.frame import percent
 from dashboards.page import Block, definitions, section, style, table
+from studies.record import study_folder
 
 __all__ = ["final_blocks", "final_headline", "final_path", "load_final_metrics"]
 
@@ -33,8 +35,12 @@ _REQUIRED = ("study", "trial", "test_acc_mean", "test_acc_std", "seeds", "classe
 
 
 def final_path(study: str, results: str | Path = "results") -> Path:
-    """Where studies/final.py writes a study's metrics: ``RESULTS/final/STUDY/metrics.json``."""
-    return Path(results) / "final" / study / "metrics.json"
+    """Where studies/final.py writes a study's metrics: ``RESULTS/final/STUDY/metrics.json``.
+
+    Raises:
+        ValueError: a study name that cannot name a folder (``../x``, say).
+    """
+    return study_folder(Path(results) / "final", study) / "metrics.json"
 
 
 def load_final_metrics(path: str | Path) -> dict[str, Any]:
@@ -101,14 +107,14 @@ def final_blocks(metrics: Mapping[str, Any], best_trial: int | None = None) -> l
             "once per seed, then evaluated once on the held-out test split, which the search never saw.",
         )
     ]
-    lines = [f'<p class="headline"><b>{final_headline(metrics)}</b>']
+    lines = [f'<p class="headline"><b>{html.escape(final_headline(metrics))}</b>']
     if "val_acc" in metrics:
         lines.append(f"; its validation accuracy during the search was {percent(metrics['val_acc'])}")
     lines.append(".</p>")
     if best_trial is not None and best_trial != metrics["trial"]:
         lines.append(
             f'<p class="empty">The study\'s best trial is now #{best_trial}; this final run re-trained '
-            f"#{metrics['trial']}. Run studies/final.py again to test the new best.</p>"
+            f"#{html.escape(str(metrics['trial']))}. Run studies/final.py again to test the new best.</p>"
         )
     blocks.append("".join(lines))
     rows = [

@@ -20,6 +20,7 @@ from dashboards.final_run import final_path, load_final_metrics
 from dashboards.frame import FIXED_COLUMNS, METRIC, format_leaderboard, trials_frame
 from dashboards.report import write_report
 from dashboards.sources import DEFAULT_STORAGE, UserError, open_study
+from studies.record import study_folder
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -43,8 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    out = Path(args.out) if args.out else args.results / args.study / "leaderboard.html"
     try:
+        if not args.out:
+            try:
+                out = study_folder(args.results, args.study) / "leaderboard.html"
+            except ValueError as error:
+                raise UserError(f"{error}; pass --out FILE") from None
+        else:
+            out = Path(args.out)
         study = open_study(args.study, args.storage)
         final = _final(args)
         print(format_leaderboard(trials_frame(study), args.top))
@@ -58,14 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if final is not None:
-        print(f"final run: {args.final or final_path(args.study, args.results)}")
+        print(f"final run: {args.final or final_path(args.study, args.results)}")  # a valid name here
     print(f"wrote {out}")
     return 0
 
 
 def _final(args: argparse.Namespace) -> dict | None:
     # An explicit --final must exist; the default location is used only when it does.
-    path = Path(args.final) if args.final else final_path(args.study, args.results)
+    try:
+        path = Path(args.final) if args.final else final_path(args.study, args.results)
+    except ValueError:
+        return None  # a name that cannot name a folder has no final run under --results
     if not args.final and not path.is_file():
         return None
     try:

@@ -37,10 +37,18 @@ COMPLETE = TrialState.COMPLETE.name
 _STATE_WORDS = {
     TrialState.RUNNING: "running",
     TrialState.COMPLETE: "complete",
-    TrialState.PRUNED: "pruned by ASHA",
+    TrialState.PRUNED: "pruned",
     TrialState.FAIL: "failed",
     TrialState.WAITING: "waiting",
 }
+# Who stops trials early, by the scheduler's name in the study's settings.
+_STOPPERS = {"asha": "ASHA", "hyperband": "HyperBand", "median": "the median stopping rule"}
+
+
+def _stopper(settings: Mapping[str, Any]) -> str:
+    """The study's early-stopping rule as a reader knows it (older studies recorded none: ASHA)."""
+    name = settings.get("scheduler") if isinstance(settings, Mapping) else None
+    return _STOPPERS.get(str(name), "the scheduler") if name else "ASHA"
 
 
 def write_report(
@@ -119,7 +127,7 @@ def study_blocks(
             "Each dot is a trial: up is more accurate, left is cheaper. "
             "The red staircase is the Pareto front: "
             "complete trials that no other complete trial beats on both accuracy and cost. Grey dots were "
-            "stopped early by ASHA, so their cost and accuracy are those of a shorter run.",
+            f"stopped early by {_stopper(settings)}, so their cost and accuracy are those of a shorter run.",
         ),
     ]
     if frame[["train_seconds", "param_count"]].notna().any().any():
@@ -150,8 +158,9 @@ def study_blocks(
         section(
             "Leaderboard",
             "trials",
-            "Every trial, best first. Pruned trials are ranked by their accuracy at the epoch ASHA stopped "
-            "them, so compare them with complete ones only at equal epochs (see the learning curves). "
+            f"Every trial, best first. Pruned trials are ranked by their accuracy at the epoch "
+            f"{_stopper(settings)} stopped them, so compare them with complete ones only at equal epochs "
+            "(see the learning curves). "
             "Parameters are listed most important first.",
         ),
         _leaderboard_table(frame, trials, int(best["number"]), order),
@@ -194,7 +203,8 @@ def study_blocks(
 
 def _subtitle(frame: pd.DataFrame, settings: Mapping[str, Any]) -> str:
     counts = frame["state"].value_counts()
-    parts = [f"{counts[state.name]} {_STATE_WORDS[state]}" for state in TrialState if state.name in counts]
+    words = {**_STATE_WORDS, TrialState.PRUNED: f"pruned by {_stopper(settings)}"}
+    parts = [f"{counts[state.name]} {words[state]}" for state in TrialState if state.name in counts]
     total = f"{len(frame)} trial{'' if len(frame) == 1 else 's'}"
     line = ", ".join(f"{key} {settings[key]}" for key in ("space", "preset") if settings.get(key))
     counted = total + (": " + ", ".join(parts) if parts else "")
@@ -302,7 +312,7 @@ def _margin(complete: pd.DataFrame, trials: Sequence[FrozenTrial], winner: int) 
     if base is not None and base != winner and base in by_number.index:
         parts.append(
             f"{_points(best[METRIC] - by_number.loc[base, METRIC])} over the baseline, trial #{base} "
-            f"({baseline_label(trials, base)}, {percent(by_number.loc[base, METRIC])})"
+            f"({html.escape(baseline_label(trials, base))}, {percent(by_number.loc[base, METRIC])})"
         )
     if base == winner:
         parts.append(f"the winner is the baseline: no sampled configuration beat "

@@ -256,10 +256,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = open_study(args.study, args.storage)
-        final = final_path(args.study, args.results)
+        try:
+            final: Path | None = final_path(args.study, args.results)
+        except ValueError:  # a name no tool of ours made: it has no final run under --results
+            final = None
         with tempfile.TemporaryDirectory() as tmp, chromium() as context:
             report = write_report(
-                study, Path(tmp) / "report.html", final_metrics=final if final.is_file() else None
+                study, Path(tmp) / "report.html",
+                final_metrics=final if final is not None and final.is_file() else None
             )
             print(f"wrote {shoot_report(context, report, args.out / 'leaderboard.png')}")
             study_id = open_storage(args.storage).get_study_id_from_name(args.study)  # the dashboard's URLs

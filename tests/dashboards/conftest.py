@@ -43,7 +43,8 @@ def _suggest(trial: Any, name: str, dist: Any) -> Any:
 
 
 def build_study(
-    url: str, name: str = "cifar-demo", n: int = 18, seed: int = 0, family: str = "resnet"
+    url: str, name: str = "cifar-demo", n: int = 18, seed: int = 0, family: str = "resnet",
+    recipe: str | None = None, scheduler: str = "asha",
 ) -> optuna.Study:
     """A stored study as studies/run.py leaves it: n trials, then one FAIL (stale), one RUNNING.
 
@@ -52,6 +53,7 @@ def build_study(
     (``suggest``, one ``on_trial_result`` per epoch, ``on_trial_complete``).
     Trial 0 is enqueued (the baseline); the others' values are fixed by
     Optuna's PartialFixedSampler, so each trial's numbers are known here.
+    ``recipe`` names trial 0's reference recipe (none: the space's default).
     """
     from studies import record
     from studies.storage import open_storage, open_study
@@ -60,7 +62,7 @@ def build_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = record.StudySettings(
         space="resnet_cifar", preset="quick", fixed={"epochs": EPOCHS, "batch_size": 128},
-        data="blake2b:0123456789abcdef", data_source="/data/cifar10", sampler="tpe", scheduler="asha")
+        data="blake2b:0123456789abcdef", data_source="/data/cifar10", sampler="tpe", scheduler=scheduler)
     storage = open_storage(url, stale_after=None)
     study, _ = open_study(storage, name, settings)
     rng = random.Random(seed)
@@ -74,7 +76,7 @@ def build_study(
     for number in range(n):
         if number == 0:
             params = dict(BASELINE)
-            study.enqueue_trial(params)
+            study.enqueue_trial(params, user_attrs={record.RECIPE: recipe} if recipe else None)
         elif number == 4:  # the winner: the baseline with less augmentation, 1 point better
             params = {**BASELINE, "optimizer": "sgd", "aug_strength": 0.05}
         else:

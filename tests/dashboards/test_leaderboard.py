@@ -279,3 +279,27 @@ def test_dashboards_import_neither_torch_nor_ray() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"  # playwright only once a screenshot is taken
+
+
+def test_hostile_strings_from_the_storage_and_metrics_are_escaped(tmp_path):
+    from dashboards.report import write_report
+    from tests.dashboards.conftest import build_study, final_metrics
+
+    hostile = '<script>alert("x")</script>'
+    study = build_study(f"sqlite:///{tmp_path / 'h.db'}", "hostile", n=6, recipe=hostile)
+    metrics = {**final_metrics("hostile"), "trial": hostile, "seeds": [hostile, 1]}
+    page = write_report(study, tmp_path / "report.html", final_metrics=metrics).read_text()
+    assert hostile not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+
+
+@pytest.mark.parametrize("scheduler, words", [("asha", "pruned by ASHA"), ("hyperband", "pruned by HyperBand"),
+                                              ("median", "pruned by the median stopping rule")])
+def test_pruned_trials_are_credited_to_the_study_s_scheduler(tmp_path, scheduler, words):
+    from dashboards.report import write_report
+    from tests.dashboards.conftest import build_study
+
+    study = build_study(f"sqlite:///{tmp_path / 's.db'}", "sched", n=6, scheduler=scheduler)
+    page = write_report(study, tmp_path / "report.html").read_text()
+    assert words in page
+    assert scheduler == "asha" or "ASHA" not in page
