@@ -189,6 +189,7 @@ def test_two_drivers_on_one_postgresql_study(tiny_cifar, tmp_path, pg_url):
     check_two_drivers(two_drivers(tiny_cifar, tmp_path, pg_url))
 
 
+@pytest.mark.slow
 def test_a_killed_driver_s_trials_fail_only_after_the_grace_period(tiny_cifar, tmp_path, pg_url):
     """Two drivers on two machines (told apart by their machine names): one is killed with
     SIGKILL; its trials stay RUNNING for the grace period (its process cannot be seen from the
@@ -242,6 +243,7 @@ def test_a_killed_driver_s_trials_fail_only_after_the_grace_period(tiny_cifar, t
     assert {n: by_number[n].user_attrs for n in finished_before} == finished_before
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_driver_loses_nothing_on_postgresql(tiny_cifar, tmp_path, pg_url):
     from benchmarks.resume_kill import kill_and_resume
 
