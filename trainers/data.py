@@ -208,6 +208,15 @@ def _unpacked_size(archive: Path) -> int:
         return sum(member.size for member in tf.getmembers() if member.isfile())
 
 
+def _unpack(archive: Path, folder: Path) -> None:
+    if archive.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(folder)
+    else:
+        with tarfile.open(archive) as tf:
+            tf.extractall(folder, filter="data")  # refuses paths outside the folder
+
+
 def _extract(archive: Path, cache: Path, cleanup: contextlib.ExitStack) -> Path:
     """Unpacks an archive once into the cache (or, where the cache cannot be written,
     into a temporary folder removed after loading). Two processes unpacking the same
@@ -225,23 +234,22 @@ def _extract(archive: Path, cache: Path, cleanup: contextlib.ExitStack) -> Path:
         raise DataError(f"archive {str(archive)!r} unpacks to {size / 1e9:.1f} GB, over the "
                         f"{max_archive_bytes() / 1e9:g} GB cap; unpack it yourself and pass the folder, "
                         "or raise TUNEBENCH_MAX_ARCHIVE_GB")
+    tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=target.parent))
-    except OSError:  # a read-only or full cache: unpack for this run only
-        tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tunebench-data-")))
-        target = None
-    try:
-        if archive.name.lower().endswith(".zip"):
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(tmp)
-        else:
-            with tarfile.open(archive) as tf:
-                tf.extractall(tmp, filter="data")  # refuses paths outside tmp
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
+        _unpack(archive, tmp)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"cannot unpack archive {str(archive)!r}: {err}") from None
-    if target is None:
+    except OSError:  # a read-only or full cache: unpack for this run only, in a temporary folder
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tunebench-data-")))
+        try:
+            _unpack(archive, tmp)
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
+            raise DataError(f"cannot unpack archive {str(archive)!r}: {err}") from None
         return tmp
     try:
         os.replace(tmp, target)

@@ -201,3 +201,40 @@ def test_channel_statistics_match_a_float64_copy_without_making_one():
     pixels = x.double() / 255
     assert mean == pytest.approx(pixels.mean(dim=(0, 2, 3)).tolist(), abs=1e-12)
     assert std == pytest.approx(pixels.std(dim=(0, 2, 3)).tolist(), abs=1e-9)
+
+
+def _can_mount_tmpfs() -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs a mount namespace (unshare -m, as root)")
+def test_a_full_cache_folder_still_loads_and_leaves_nothing(tmp_path):
+    """The cache is a 64 kB tmpfs (in the child's own mount namespace): the archive cannot be
+    unpacked there, nor the tensors saved; loading still works and leaves no temporary file."""
+    import subprocess
+    import sys
+
+    root = write_image_folder(tmp_path / "src" / "data", ["a", "b"], 20, 2)
+    archive = tmp_path / "data.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(root, arcname="data")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    code = (f"from trainers.data import load_dataset; import os; ds = load_dataset({str(archive)!r}, "
+            f"cache_dir={str(cache)!r}); "
+            f"print(len(ds.train_x), sorted(f for _, ds_, fs in os.walk({str(cache)!r}) for f in ds_ + fs))")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size=64k tmpfs "{cache}" && '
+                           f'exec "{sys.executable}" -c "$CODE"'],
+                          capture_output=True, text=True, timeout=300, cwd=repo,
+                          env={**os.environ, "CODE": code, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    count, _, listing = proc.stdout.strip().partition(" ")
+    assert count == "40"
+    assert listing == "['extracted', 'tensors']"  # neither the unpacked archive nor the tensors fit
