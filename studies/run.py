@@ -229,7 +229,7 @@ def _summarise(study: Any, storage_url: str, results: Path, args: Any, seconds: 
     command = f"python studies/final.py --study {study.study_name}"
     if args.results != cli.DEFAULT_RESULTS:
         command += f" --results {args.results}"
-    if shown != storage_url:  # a password: it stays in the environment, never on a command line
+    if record.redact_url(storage_url) != storage_url:  # a password: it stays in the environment
         command = f"{cli.STORAGE_ENV}=<the storage URL> {command}"
     elif args.storage:
         command += f" --storage {args.storage}"

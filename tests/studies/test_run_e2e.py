@@ -34,7 +34,7 @@ def study_run(tiny_cifar, tmp_path_factory):
 
 
 def test_study_records_true_states_curves_and_attributes(study_run):
-    results, _, proc = study_run
+    results, common, proc = study_run
     study = optuna.load_study(study_name="resnet_cifar-smoke",
                               storage=f"sqlite:///{results / 'optuna.db'}")
     trials = study.trials
@@ -66,7 +66,9 @@ def test_study_records_true_states_curves_and_attributes(study_run):
     out = proc.stdout
     assert "preset: smoke" in out and "rank" in out
     assert f"optuna-dashboard sqlite:///{results / 'optuna.db'} --host 127.0.0.1" in out
-    assert "python studies/final.py --study resnet_cifar-smoke" in out
+    final = next(line for line in out.splitlines() if line.startswith("Final run"))
+    assert final.endswith(f"python studies/final.py --study resnet_cifar-smoke --results {results} "
+                          f"--data {common[3]}")  # no password here, so nothing kept in the environment
 
 
 def test_final_run_trains_seeds_and_reports_test_accuracy(study_run):
