@@ -229,7 +229,7 @@ def _this_machine() -> str:
     if os.environ.get(HOST_ENV):
         return os.environ[HOST_ENV].replace(":", "_")
     parts = [socket.gethostname().replace(":", "_")]
-    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: open(p).read().strip()[:8]),
+    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: Path(p).read_text().strip()[:8]),
                        ("/proc/self/ns/pid", lambda p: str(os.stat(p).st_ino))):
         try:
             parts.append(read(path))
@@ -282,11 +282,11 @@ def finished_count(trials: Sequence[FrozenTrial]) -> int:
                or (t.state == TrialState.FAIL and not is_stale(t)))
 
 
-def trial_accuracy(trial: FrozenTrial, direction: str = "maximize") -> float:
+def trial_accuracy(trial: FrozenTrial) -> float:
     """A trial's first objective: COMPLETE, its value; PRUNED, its last intermediate value; else NaN.
 
-    ``direction`` is unused; it documents that the value is the objective's own
-    (a loss for a minimised study), so rank with :func:`best_trial`'s rule.
+    The value is the objective's own (a loss for a minimised study): rank it
+    in the study's direction, as :func:`best_trial` does.
     """
     if trial.state == TrialState.COMPLETE and trial.values:
         return float(trial.values[0])

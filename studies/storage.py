@@ -83,9 +83,8 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, settings: record
     if name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         stored = record.settings_of(study)
-        if stored is None and study.user_attrs.get(record.SETTINGS) is None and not study.trials:
-            stored = None  # created but never set up (a driver stopped at once): take it over
-        elif stored is None:
+        # No settings and no trials: created by a driver that stopped at once; it is taken over.
+        if stored is None and (study.user_attrs.get(record.SETTINGS) is not None or study.trials):
             raise UserError(f"study {name!r} was not made by studies/run.py (or by a newer version); "
                             "pass --study NEW_NAME")
         if stored is not None:
@@ -108,6 +107,28 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, settings: record
         study.set_metric_names(list(settings.objectives))
     study.set_user_attr(record.SETTINGS, settings.to_dict())
     return study, settings
+
+
+class Heartbeat:
+    """Beats for a driver's open trials in the storage's heartbeat table.
+
+    Optuna records heartbeats itself only inside ``Study.optimize``; with ask
+    and tell the driver must, through ``RDBStorage.record_heartbeat`` and
+    ``get_heartbeat_interval``. Optuna documents those for its own loop, so
+    the pin in pyproject.toml and tests/studies/test_public_api.py guard them:
+    that test fails if they move or stop making a silent trial stale.
+    """
+
+    def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
+        self._rdb = storage
+        self._study_id = storage.get_study_id_from_name(study_name)
+        self.interval = storage.get_heartbeat_interval()  # None: heartbeats are off
+
+    def beat(self, numbers: list[int]) -> None:
+        """Records a beat for each trial number (its storage id looked up by number)."""
+        for number in numbers:
+            self._rdb.record_heartbeat(
+                self._rdb.get_trial_id_from_study_id_trial_number(self._study_id, number))
 
 
 def close_stale(study: optuna.Study, own: set[int] | frozenset[int] = frozenset()) -> list[int]:

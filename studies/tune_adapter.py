@@ -33,7 +33,7 @@ from ray.tune.schedulers import (
 from ray.tune.search import Searcher
 
 from studies import record
-from studies.storage import close_stale
+from studies.storage import Heartbeat, close_stale
 from trainers import metrics as M
 from trainers.config import TrialConfig
 from trainers.data import Splits
@@ -112,25 +112,20 @@ class StudySearcher(Searcher):
         super().__init__(metric=objectives[0], mode=_MODES[record.DIRECTIONS[objectives[0]]])
         self._space = space
         self._study = study
-        self._storage = storage
-        self._study_id = storage.get_study_id_from_name(study.study_name)
+        self._heartbeat = Heartbeat(storage, study.study_name)
         self._wanted = wanted
         self._objectives = objectives
         self._book = book
         self._driver = record.driver_id(uuid.uuid4().hex[:8])
         self._open: dict[str, optuna.Trial] = {}
-        self._trial_ids: dict[str, int] = {}  # Ray's trial id -> Optuna's storage id
         self._last_epoch: dict[str, int] = {}
         self._curves: dict[str, dict[str, float]] = {}
         self._closed = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        interval = storage.get_heartbeat_interval()
-        self._heart = None
-        if interval:
-            self._heart = threading.Thread(target=self._beat, args=(interval,), daemon=True,
-                                           name="optuna-heartbeat")
-            self._heart.start()
+        if self._heartbeat.interval:
+            threading.Thread(target=self._beat, args=(self._heartbeat.interval,), daemon=True,
+                             name="optuna-heartbeat").start()
 
     # Ray pickles its search algorithm with the experiment state (tuner.pkl): the
     # storage (whose URL may hold a password), threads and locks stay out of it.
@@ -147,12 +142,11 @@ class StudySearcher(Searcher):
     def _beat(self, interval: float) -> None:
         while not self._stop.wait(interval):
             with self._lock:
-                ids = list(self._trial_ids.values())
-            for trial_id in ids:
-                try:
-                    self._storage.record_heartbeat(trial_id)
-                except Exception:  # a storage hiccup: the next beat retries
-                    pass
+                numbers = [t.number for t in self._open.values()]
+            try:
+                self._heartbeat.beat(numbers)
+            except Exception:  # a storage hiccup: the next beat retries
+                pass
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self._closed:
@@ -166,9 +160,8 @@ class StudySearcher(Searcher):
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
                 trial = self._study.ask()
             trial.set_user_attr(record.DRIVER, self._driver)
-            storage_id = self._storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
-            if self._heart is not None:
-                self._storage.record_heartbeat(storage_id)
+            if self._heartbeat.interval:
+                self._heartbeat.beat([trial.number])
             try:
                 config = self._space(trial)
                 if not isinstance(config, dict):
@@ -186,7 +179,6 @@ class StudySearcher(Searcher):
                 continue
             with self._lock:
                 self._open[trial_id] = trial
-                self._trial_ids[trial_id] = storage_id
             return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -257,7 +249,6 @@ class StudySearcher(Searcher):
                   file=sys.stderr)
         with self._lock:
             self._open.pop(trial_id, None)
-            self._trial_ids.pop(trial_id, None)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the Optuna storage is the searcher's whole state."""

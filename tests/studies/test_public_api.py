@@ -29,3 +29,33 @@ def test_the_check_itself_finds_a_private_name(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from optuna.storages._heartbeat import fail_stale_trials\nx = study._storage\n")
     assert private_uses(bad) == ["bad.py:1 from optuna.storages._heartbeat", "bad.py:2 ._storage"]
+
+
+def test_the_optuna_heartbeat_names_we_rely_on_still_do_their_job(tmp_path):
+    """studies/storage.py's Heartbeat uses RDBStorage.record_heartbeat, get_heartbeat_interval and
+    get_trial_id_from_study_id_trial_number, and optuna.storages.fail_stale_trials, which Optuna
+    documents for its own optimize loop: fail here, not silently, if a release moves them."""
+    import time
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from studies.storage import Heartbeat
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=1,
+                                         grace_period=2)
+    study = optuna.create_study(storage=storage, study_name="beats")
+    heartbeat = Heartbeat(storage, "beats")
+    assert heartbeat.interval == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        live, silent = study.ask(), study.ask()
+        heartbeat.beat([live.number, silent.number])
+        time.sleep(1.5)
+        heartbeat.beat([live.number])  # the silent one's driver has died
+        time.sleep(1.5)
+        optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.trials}
+    assert states == {live.number: TrialState.RUNNING, silent.number: TrialState.FAIL}
