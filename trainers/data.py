@@ -3,9 +3,14 @@
 Sources (``load_dataset``):
   * ``None``: CIFAR-10 downloaded by torchvision into the cache folder;
   * a ``cifar-10-batches-py`` folder (or a folder holding one), as users get it;
-  * an ImageFolder tree with ``train/<class>/*`` and ``test/<class>/*``, any
-    classes and image sizes (resized to ``image_size``);
-  * a ``.tar.gz`` / ``.tgz`` / ``.tar`` / ``.zip`` archive of either, unpacked once.
+  * an ImageFolder tree with ``train/<class>/*`` and ``test/<class>/*`` (and
+    optionally ``val/<class>/*``, the validation split), any classes and image
+    sizes (resized to ``image_size``);
+  * a ``.tar.gz`` / ``.tgz`` / ``.tar`` / ``.zip`` archive of either, unpacked once;
+  * a CSV manifest (``.csv``): rows ``path,label[,split]``, paths relative to the
+    CSV's folder, split one of train/val/test. Without a split column a test
+    split is carved from it: 1/6 of each class, chosen by a hash of the path (so
+    neither the row order nor a seed changes it), and ``ImageDataset.source`` says so.
 
 Images are decoded once; the tensors are cached under the cache folder keyed by
 the source, its files and the options, so no trial ever decodes an image.
@@ -14,8 +19,10 @@ the source, its files and the options, so no trial ever decodes an image.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import hashlib
+import io
 import os
 import pickle
 import shutil
@@ -23,7 +30,8 @@ import tarfile
 import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from stat import S_ISREG
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +44,8 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+MANIFEST_SPLITS = ("train", "val", "test")
+CARVED_TEST_SHARE = 1 / 6  # CIFAR-10's 10k test images of 60k
 _CACHE_VERSION = 2  # 2: keyed on relative paths; optional val/ split
 
 
@@ -108,33 +118,45 @@ def load_dataset(
 ) -> ImageDataset:
     """Loads a dataset from any supported source, through the tensor cache.
 
+    A CSV manifest without a split column gets a carved test split: 1/6 of each
+    class with two or more images, picked by a hash of each path, so the same
+    rows in any order give the same split. ``source`` then says it was carved.
+
     Raises:
-        DataError: the source is missing, unrecognised, corrupt (the bad file is
-            named) or cannot be downloaded.
+        DataError: the source is missing, unrecognised, corrupt (the bad file, or
+            the manifest's row, is named) or cannot be downloaded.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if cache.exists() and not cache.is_dir():
         raise DataError(f"cache folder {str(cache)!r} is a file; pass --cache-dir a folder")
     with contextlib.ExitStack() as cleanup:
         root = _resolve_source(source, cache, download_url, download_md5, cleanup)
-        kind, folder = _detect_layout(root)
+        manifest = None
+        if root.is_file():  # _resolve_source passes on no file but a CSV manifest
+            kind, folder, manifest = "csv-manifest", root, _read_manifest(root)
+            stamp, where = manifest.stamp, manifest.source
+        else:
+            kind, folder = _detect_layout(root)
+            stamp, where = _fingerprint(folder), str(folder)
         key = hashlib.sha256(
-            repr((_CACHE_VERSION, kind, str(folder.resolve()), image_size, _fingerprint(folder))).encode()
+            repr((_CACHE_VERSION, kind, str(folder.resolve()), image_size, stamp)).encode()
         ).hexdigest()[:16]
         cached = cache / "tensors" / f"{kind}-{key}.pt"
         if cached.exists():
             try:
                 blob = torch.load(cached, weights_only=True)
-                return ImageDataset(**{**blob, "classes": tuple(blob["classes"]), "source": str(folder)})
+                return ImageDataset(**{**blob, "classes": tuple(blob["classes"]), "source": where})
             except Exception:
                 with contextlib.suppress(OSError):
                     cached.unlink()  # a torn or stale cache file is rebuilt
         if kind == "cifar-pickle":
             parts = _load_cifar_pickles(folder, image_size)
+        elif manifest is not None:
+            parts = _load_manifest(manifest, image_size)
         else:
             parts = _load_image_folder(folder, image_size)
         _save_cache(cached, {**parts, "classes": list(parts["classes"])})
-        return ImageDataset(**parts, source=str(folder))
+        return ImageDataset(**parts, source=where)
 
 
 def _save_cache(path: Path, blob: dict) -> None:
@@ -169,7 +191,8 @@ def download_cifar10(root: Path, url: str = CIFAR10_URL, md5: str | None = CIFAR
             raise DataError(
                 f"could not download CIFAR-10 from {url} ({type(err).__name__}: {err}); "
                 "pass --data PATH to a local copy (a cifar-10-batches-py folder, "
-                "an ImageFolder with train/ and test/, or an archive of either)"
+                "an ImageFolder with train/ and test/, an archive of either, "
+                "or a CSV manifest of path,label[,split] rows)"
             ) from None
     return target
 
@@ -181,12 +204,16 @@ def _resolve_source(source, cache: Path, url: str, md5: str | None, cleanup: con
     if not path.exists():
         raise DataError(
             f"data path {str(path)!r} does not exist; pass --data a cifar-10-batches-py "
-            "folder, an ImageFolder with train/ and test/, or an archive of either"
+            "folder, an ImageFolder with train/ and test/, an archive of either, "
+            "or a CSV manifest of path,label[,split] rows"
         )
     if path.is_file():
+        if path.name.lower().endswith(".csv"):
+            return path
         if not path.name.lower().endswith(ARCHIVE_SUFFIXES):
             raise DataError(
-                f"data path {str(path)!r} is a file but not an archive {ARCHIVE_SUFFIXES}"
+                f"data path {str(path)!r} is a file but neither an archive "
+                f"({', '.join(ARCHIVE_SUFFIXES)}) nor a CSV manifest (.csv)"
             )
         return _extract(path, cache, cleanup)
     return path
@@ -273,7 +300,8 @@ def _detect_layout(root: Path, depth: int = 0) -> tuple[str, Path]:
         return _detect_layout(subdirs[0], depth + 1)
     raise DataError(
         f"no dataset found in {str(root)!r}: expected a cifar-10-batches-py folder "
-        "(data_batch_1 ... test_batch) or an ImageFolder with train/<class>/ and test/<class>/"
+        "(data_batch_1 ... test_batch) or an ImageFolder with train/<class>/ and test/<class>/; "
+        "for another layout, pass --data a CSV manifest of path,label[,split] rows"
     )
 
 
@@ -368,6 +396,16 @@ def _list_split(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, items
 
 
+def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
+    """One image as the loaders see it: 8-bit RGB ``3 x size x size`` (shorter side
+    resized, centre square kept), for prediction on new images.
+
+    Raises:
+        DataError: the file cannot be decoded (it is named).
+    """
+    return _decode(Path(path), size)
+
+
 def _decode(path: Path, size: int) -> torch.Tensor:
     """Any listed format as 8-bit RGB: torchvision's decoder, else Pillow (BMP, say)."""
     try:
@@ -413,12 +451,175 @@ def _load_image_folder(folder: Path, image_size: int) -> dict:
         if split == "train" and len(classes) < 2:
             raise DataError(f"{str(folder / split)!r} has one class folder ({classes[0]}); "
                             "a classifier needs at least two")
-        # Decoding releases the GIL, so threads decode in parallel.
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            imgs = list(pool.map(lambda item: _decode(item[0], image_size), items, chunksize=256))
-        out[f"{split}_x"] = torch.stack(imgs)
+        out[f"{split}_x"] = _decode_all([path for path, _ in items], image_size)
         out[f"{split}_y"] = torch.tensor([label for _, label in items], dtype=torch.int64)
     return dict(**out, classes=tuple(classes))
+
+
+def _decode_all(paths: list[Path], size: int) -> torch.Tensor:
+    # Decoding releases the GIL, so threads decode in parallel.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return torch.stack(list(pool.map(lambda path: _decode(path, size), paths, chunksize=256)))
+
+
+# ---------------------------------------------------------------- CSV manifests
+
+
+@dataclasses.dataclass(frozen=True)
+class _Manifest:
+    """A checked CSV manifest: every listed file is a file inside the CSV's folder."""
+
+    csv: Path
+    classes: tuple[str, ...]
+    items: dict[str, list[tuple[Path, int]]]  # split -> (file, label), by label then path
+    carved: bool  # no split column: the test split was carved from the rows
+    stamp: str  # the CSV's bytes and each listed file's size and mtime, for the cache key
+
+    @property
+    def source(self) -> str:
+        if not self.carved:
+            return str(self.csv)
+        return (f"{self.csv} (no split column: {len(self.items['test'])} test images carved "
+                "from it, 1/6 of each class)")
+
+
+def _read_manifest(csv_path: Path) -> _Manifest:
+    """Parses and checks a manifest before any image is decoded; the first bad row is named."""
+    name = f"CSV manifest {str(csv_path)!r}"
+    try:
+        data = csv_path.read_bytes()
+        text = data.decode("utf-8-sig")  # drops the BOM spreadsheets write
+    except OSError as err:
+        raise DataError(f"cannot read {name}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{name} is not UTF-8 text ({err}); save it as UTF-8") from None
+    base = csv_path.parent.resolve()
+    digest = hashlib.sha256(data)
+    rows: list[tuple[int, str, str, str | None, Path]] = []  # row, path as written, label, split, file
+    width = width_row = None  # 2 or 3 columns, as the header or the first row has
+    header = False
+    seen: dict[Path, int] = {}
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for fields in reader:
+            n, fields = reader.line_num, [field.strip() for field in fields]
+            if not any(fields):
+                continue  # a blank line, or a spreadsheet's empty ",," row
+            if width is None and [f.lower() for f in fields] in (["path", "label"], ["path", "label", "split"]):
+                width, width_row, header = len(fields), n, True
+                continue
+            where = f"{name} row {n}"
+            if len(fields) not in (2, 3):
+                raise DataError(f"{where} has {len(fields)} columns; expected path,label or path,label,split")
+            if width is None:
+                width, width_row = len(fields), n
+            elif len(fields) != width:
+                first = f"the header (row {width_row})" if header else f"row {width_row}"
+                has, lacks = (f"row {n}", first) if len(fields) == 3 else (first, f"row {n}")
+                raise DataError(f"{name}: {has} has a split column but {lacks} has none; "
+                                "give every row a split (train, val or test) or none")
+            path_text, label = fields[0], fields[1]
+            split = fields[2].lower() if width == 3 else None
+            if not path_text:
+                raise DataError(f"{where} has an empty path; give every row an image file")
+            if not label:
+                raise DataError(f"{where} has an empty label; give every image its class")
+            tip = _HEADER_TIP if not header and not rows else ""  # a first row that may be a header
+            if split is not None and split not in MANIFEST_SPLITS:
+                raise DataError(f"{where}: split {fields[2]!r} is not train, val or test{tip}")
+            file, st = _manifest_file(base, path_text, where, tip)
+            if file in seen:
+                raise DataError(f"{where} lists {path_text!r} again (first on row {seen[file]}); "
+                                "list each image once")
+            seen[file] = n
+            digest.update(f"{file}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            rows.append((n, path_text, label, split, file))
+    except csv.Error as err:
+        raise DataError(f"cannot read {name} at row {reader.line_num}: {err}") from None
+    if not rows:
+        raise DataError(f"{name} lists no images; expected rows of path,label[,split]")
+
+    carved = width == 2
+    labels = {label for _, _, label, split, _ in rows if split in (None, "train")}
+    if not labels:
+        raise DataError(f"{name} has no train rows; mark some rows train")
+    for n, _, label, split, _ in rows:
+        if label not in labels:
+            raise DataError(f"{name} row {n}: label {label!r} is in {split} but has no train rows; "
+                            "add train images of it or drop the row")
+    classes = tuple(sorted(labels))
+    if len(classes) < 2:
+        raise DataError(f"{name} lists one class ({classes[0]}); a classifier needs at least two")
+    index = {label: i for i, label in enumerate(classes)}
+    split_of = {n: split for n, _, _, split, _ in rows}
+    if carved:
+        split_of = _carve_test(rows)
+        if "test" not in split_of.values():
+            raise DataError(f"{name} has one image per class, too few to carve a test split from; "
+                            "add images or a split column (train, val, test)")
+    elif "test" not in split_of.values():
+        raise DataError(f"{name} has no test rows, and the final run needs a test split; mark some "
+                        "rows test, or drop the split column to have 1/6 of each class carved")
+    items: dict[str, list[tuple[Path, int]]] = {}
+    for split in MANIFEST_SPLITS:
+        chosen = sorted((index[label], text, file) for n, text, label, _, file in rows if split_of[n] == split)
+        items[split] = [(file, label) for label, _, file in chosen]
+    return _Manifest(csv=csv_path, classes=classes, items=items, carved=carved, stamp=digest.hexdigest())
+
+
+_HEADER_TIP = " (a header row must read path,label or path,label,split)"
+
+
+def _manifest_file(base: Path, text: str, where: str, tip: str) -> tuple[Path, os.stat_result]:
+    """The file a row lists, and its stat, checked: a relative path that stays inside
+    ``base`` once symlinks are followed, to a file that exists."""
+    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or text.startswith("\\"):
+        raise DataError(f"{where}: path {text!r} is absolute; list images relative to the "
+                        f"CSV's folder {str(base)!r}")
+    try:
+        file = (base / text).resolve()
+    except (OSError, ValueError, RuntimeError) as err:  # a NUL byte, a symlink loop
+        raise DataError(f"{where}: path {text!r} is not a usable file name ({err})") from None
+    if not file.is_relative_to(base):
+        how = "through a symlink " if Path(os.path.normpath(base / text)).is_relative_to(base) else ""
+        raise DataError(f"{where}: path {text!r} leads {how}outside the CSV's folder {str(base)!r}; "
+                        "keep the CSV in a folder that holds its images")
+    try:
+        st = file.stat()
+        what = "" if S_ISREG(st.st_mode) else "is not a file"
+    except OSError:
+        what = "does not exist"
+    if what:
+        raise DataError(f"{where}: image {text!r} {what} (looked for {str(file)!r}); fix the path, "
+                        f"relative to the CSV's folder, or drop the row{tip}")
+    return file, st
+
+
+def _carve_test(rows: list[tuple[int, str, str, str | None, Path]]) -> dict[int, str]:
+    """Row number -> "train" or "test": 1/6 of each class with 2+ images (at least one) is test.
+
+    Each class's images are ordered by a hash of their path, so neither the row
+    order nor a seed plays a part, and adding an image moves few others.
+    """
+    by_class: dict[str, list[tuple[bytes, int]]] = {}
+    for n, text, label, _, _ in rows:
+        by_class.setdefault(label, []).append((hashlib.sha256(text.encode()).digest(), n))
+    split_of = {}
+    for members in by_class.values():
+        members.sort()
+        count = len(members)
+        n_test = min(count - 1, max(1, round(count * CARVED_TEST_SHARE))) if count > 1 else 0
+        split_of.update((n, "test" if i < n_test else "train") for i, (_, n) in enumerate(members))
+    return split_of
+
+
+def _load_manifest(manifest: _Manifest, image_size: int) -> dict:
+    out = {}
+    for split, items in manifest.items.items():
+        if items:  # val is optional; train and test are never empty
+            out[f"{split}_x"] = _decode_all([file for file, _ in items], image_size)
+            out[f"{split}_y"] = torch.tensor([label for _, label in items], dtype=torch.int64)
+    return dict(**out, classes=manifest.classes)
 
 
 # ---------------------------------------------------------------- splitting
