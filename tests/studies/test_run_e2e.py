@@ -87,8 +87,8 @@ def test_final_run_trains_seeds_and_reports_test_accuracy(study_run):
     assert "git_commit" in prov and prov["python"] and metrics["wall_seconds"] > 0
     assert len(metrics["runs"][0]["confusion"]) == 10
     assert sum(map(sum, metrics["runs"][0]["confusion"])) == 100  # the whole test split
-    state = torch.load(out / "model_seed0.pt", weights_only=True)
-    assert "head.weight" in state
+    bundle = torch.load(out / "model_seed0.pt", weights_only=True)  # the model bundle: trainers/bundle.py
+    assert "head.weight" in bundle["state_dict"] and bundle["classes"] == metrics["classes"]
     assert "test accuracy" in proc.stdout and "±" in proc.stdout
     assert "seed 1: 100%" in proc.stdout and "2/2" in proc.stdout  # the per-epoch progress bar
     page = (results / "resnet_cifar-smoke" / "leaderboard.html").read_text()
