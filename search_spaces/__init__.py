@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from trainers.errors import UserError
@@ -54,12 +56,44 @@ def list_spaces() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
-def get_space(name: str) -> Space:
-    """The define-by-run function of a space.
+def is_builtin(spec: str) -> bool:
+    """A bare name of this package's spaces, rather than a file or ``module:function``."""
+    return ":" not in spec and not spec.endswith(".py") and "/" not in spec and "\\" not in spec
+
+
+def get_space(spec: str) -> Space:
+    """The define-by-run function of a space: a built-in name, ``PATH.py`` (its
+    ``space`` function), ``PATH.py:function`` or ``package.module:function``.
 
     Raises:
-        UnknownSpaceError: no such space; the message lists the known ones.
+        UnknownSpaceError: no such built-in space; the message lists the known ones.
+        UserError: the file or module cannot be imported or has no such function.
     """
-    if name not in list_spaces():
-        raise UnknownSpaceError(f"unknown search space {name!r}; known spaces: {', '.join(list_spaces())}")
-    return importlib.import_module(f"{__name__}.{name}").space
+    if not is_builtin(spec):
+        from trainers.plugins import load_function
+
+        return load_function(spec, "space", "--space")
+    if spec not in list_spaces():
+        raise UnknownSpaceError(f"unknown search space {spec!r}; known spaces: {', '.join(list_spaces())}; "
+                                "or pass PATH.py defining space(trial, limits)")
+    return importlib.import_module(f"{__name__}.{spec}").space
+
+
+def space_id(spec: str) -> str:
+    """What a study records as its space: a built-in name, or the file's absolute path
+    (with ``:function``), so the same file continues the same study from any folder."""
+    if is_builtin(spec) or not spec.split(":")[0].endswith(".py") and "/" not in spec:
+        return spec
+    target, sep, attr = spec.rpartition(":") if ":" in spec[2:] else (spec, "", "")
+    return str(Path(target).expanduser().resolve()) + (f":{attr}" if sep else "")
+
+
+def space_label(spec: str) -> str:
+    """A short name for study names: ``resnet_cifar``, ``my_space`` (from
+    ``~/my_space.py``), ``my_space.wide`` (``my_space.py:wide``), ``pkg.mod.fn``."""
+    if is_builtin(spec):
+        return spec
+    target, sep, attr = spec.rpartition(":") if ":" in spec[2:] else (spec, "", "")
+    base = Path(target).stem if target.endswith(".py") or "/" in target else target
+    label = f"{base}.{attr}" if sep and attr != "space" else base
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", label).lstrip("._-") or "space"

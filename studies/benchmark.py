@@ -120,6 +120,7 @@ def _parser() -> cli.Parser:
     parser.add_argument("--reference",
                         help="strategy SAMPLER-SCHEDULER the others have to reach "
                              f"(default: {DEFAULT_REFERENCE} if in the grid, else the grid's first)")
+    cli.add_options_file(parser)
     parser.add_argument("--baselines", action="store_true",
                         help="start every cell's study with the reference recipes, as run.py does "
                              "(default: off, so every trial compared is the strategy's own)")
@@ -141,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0; 2 after a one-line ``error: ...`` on stderr for bad
         input; 1 when a study's run.py crashed (its log is named); 130 on Ctrl-C.
     """
-    args = _parser().parse_args(argv)
+    args = cli.parse(_parser(), argv)
     if args.study:
         raise UserError("--study: the benchmark names its studies bench-SPACE-PRESET-SAMPLER-SCHEDULER-sSEED")
     import warnings
@@ -150,9 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from search_spaces import get_space
+    from search_spaces import get_space, space_id, space_label
     from studies import storage as st
+    from trainers.plugins import load_plugins
 
+    load_plugins(args.plugin)
     get_space(args.space)  # an unknown space fails here, before any cell runs
     if args.data and not Path(args.data).exists():
         raise UserError(f"data path {args.data!r} does not exist")
@@ -172,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fixed["epochs"] = args.epochs
     if args.data_fraction:
         fixed["data_fraction"] = args.data_fraction
+    if args.image_size:
+        fixed["image_size"] = args.image_size
     budget = (f"Equal budget: every cell runs {trials} finished trials of the {preset_name} preset "
               f"({fixed['epochs']} epochs, {fixed['data_fraction']:.0%} of train, "
               f"batch {fixed['batch_size']}), "
@@ -191,11 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from studies.run import build_settings
     from trainers.data import load_dataset
 
-    dataset = load_dataset(args.data, cache_dir=args.cache_dir)
+    dataset = load_dataset(args.data, image_size=fixed.get("image_size", 32), cache_dir=args.cache_dir)
     limits = dataclasses.replace(preset.limits, max_epochs=fixed["epochs"])
-    names = [study_name(args.space, preset_name, cell) for cell in cells]
+    names = [study_name(space_label(args.space), preset_name, cell) for cell in cells]
     finished = [_finished(storage, name, build_settings(
-        space=args.space, preset=preset_name, fixed=fixed, limits=limits, data=dataset.fingerprint(),
+        space=space_id(args.space), preset=preset_name, fixed=fixed, limits=limits, data=dataset.fingerprint(),
         data_source=args.data, objectives=[M.VAL_ACC], sampler=cell.sampler, scheduler=cell.scheduler,
         baselines=args.baselines, seed=cell.seed)) for cell, name in zip(cells, names, strict=True)]
     del dataset
@@ -215,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     assumed = slots(cli.machine_cpus(), 1.0)  # for a study run outside the benchmark
     records = [StudyRecord.of(optuna.load_study(study_name=name, storage=storage), cell, assumed)
                for cell, name in zip(cells, names, strict=True)]
-    _write_outputs(records, results / "benchmark", f"{args.space}-{preset_name}", reference, budget,
+    _write_outputs(records, results / "benchmark", f"{space_label(args.space)}-{preset_name}", reference, budget,
                    f"{', '.join(strategies)} x seeds {', '.join(map(str, args.seeds))}")
     return 0
 
@@ -285,9 +290,11 @@ def _run_cell(args: argparse.Namespace, cell: Cell, name: str, preset: str, tria
                "--scheduler", cell.scheduler, "--study", name, "--results", str(args.results), "--cpus-per-trial", f"{resources['cpus_per_trial']:g}",
                "--gpus-per-trial", f"{resources['gpus_per_trial']:g}"]
     for flag, value in (("--data", args.data), ("--cache-dir", args.cache_dir), ("--epochs", args.epochs),
-                        ("--data-fraction", args.data_fraction)):
+                        ("--data-fraction", args.data_fraction), ("--image-size", args.image_size)):
         if value is not None:
             command += [flag, str(value)]
+    for plugin in args.plugin:
+        command += ["--plugin", plugin]
     if not args.baselines:
         command.append("--no-baselines")
     log = args.results / "benchmark" / "logs" / f"{name}.log"

@@ -101,12 +101,31 @@ def _objective_text(study: Any, trial: Any) -> str:
     return ", ".join(f"{n} {v:.4f}" for n, v in zip(names, trial.values, strict=False))
 
 
+def final_run(**options: Any) -> dict[str, Any]:
+    """Re-trains a study's best config (or a named recipe) from Python and returns the metrics.
+
+    Takes final.py's options as keyword arguments, named as the flags with ``_``
+    for ``-`` (``final_run(study="resnet_cifar-quick", seeds=1, data=...)``),
+    checked as the flags are; the command line runs through this same code. The
+    returned dict is what ``metrics.json`` holds (``test_acc_mean``, ``runs``, ...).
+
+    Raises:
+        UserError: a bad option, study, trial or data (one line says which).
+    """
+    return _final(cli.from_call(_parser(), options, "final_run"))
+
+
 @cli.main_wrapper
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    _final(_parser().parse_args(argv))
+    return 0
+
+
+def _final(args: Any) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
+    from trainers.bundle import make_bundle
     from trainers.config import TrialConfig
     from trainers.data import load_dataset, make_splits
     from trainers.loop import evaluate, train
@@ -114,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from studies.record import study_folder as record_folder
     from studies.provenance import provenance
 
+    from search_spaces import space_label
+    from trainers.plugins import load_plugins
+
+    load_plugins(args.plugin)  # before any config: it may name a plugin's model
     preset_name, why = cli.pick_preset(args.preset)
     if args.config:
         from trainers.recipes import get_recipe
@@ -128,11 +151,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from studies import record
 
-        study_name = cli.study_name(args.study) if args.study else f"{args.space}-{preset_name}"
+        study_name = cli.study_name(args.study) if args.study else f"{space_label(args.space)}-{preset_name}"
         study = _load_study(study_name, args)
         trial = _pick_trial(study, args.trial)
         if not isinstance(trial.user_attrs.get(record.CONFIG), dict):
             raise UserError(f"trial {trial.number} has no saved config; pick another with --trial")
+        from trainers.models import list_models
+
+        model = trial.user_attrs[record.CONFIG].get("model")
+        if model not in list_models():
+            raise UserError(f"trial {trial.number}'s model {model!r} is not registered here; pass the "
+                            "--plugin the study ran with (its options.toml lists it)")
         base = TrialConfig.from_dict(trial.user_attrs[record.CONFIG])
         settings = record.settings_of(study)
         expected_data = settings.data if settings is not None else None
@@ -146,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["epochs"] = args.epochs
     if args.data_fraction:
         changes["data_fraction"] = args.data_fraction
+    if args.image_size:
+        changes["image_size"] = args.image_size
     config = base.replace(**changes)
     seeds = list(range(args.seeds or 3))
     print(f"{config.model}-{config.depth} width {config.width}: {config.epochs} epochs on "
@@ -178,8 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"seed {seed} diverged: {result.diverged}")
         test = evaluate(result.model, dataset.test_x, dataset.test_y, splits, seed_config)
         ckpt = out / f"model_seed{seed}.pt"
-        with atomic_path(ckpt) as tmp:
-            torch.save({k: v.cpu() for k, v in result.model.state_dict().items()}, tmp)
+        with atomic_path(ckpt) as tmp:  # the weights and all it takes to use them (trainers.bundle)
+            torch.save(make_bundle(result.model, seed_config, dataset.classes, splits.mean, splits.std,
+                                   seed=seed, test_acc=test["acc"], plugins=getattr(args, "plugin", []),
+                                   provenance={**provenance(), "study": study_name, "trial": trial_number,
+                                               "data": dataset.source}), tmp)
         per_class = _per_class(test["pred"], dataset.test_y, dataset.classes)
         runs.append({"seed": seed, "test_acc": test["acc"], "test_loss": test["loss"],
                      "train_seconds": result.train_seconds, "checkpoint": str(ckpt),
@@ -204,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = write_report(study, record_folder(args.results, study_name) / "leaderboard.html",
                               final_metrics=out / "metrics.json")
         print(f"HTML leaderboard with the final run: {report.resolve()}")
-    return 0
+    return metrics
 
 
 def _per_class(pred: Any, target: Any, classes: Sequence[str]) -> dict[str, float]:

@@ -71,6 +71,7 @@ RECIPE = "recipe"  # a baseline trial: the reference recipe it runs
 CURVE = "val_acc_curve"  # per-epoch accuracy where Optuna keeps no intermediate values
 DRIVER = "driver"  # host:pid:token of the driver process that asked for the trial
 VALUES = "values"  # the last epoch's metrics by name (val_acc, val_loss, ...)
+STOPPED_BY = "stopped_by"  # a PRUNED trial cut by something other than the scheduler (--time-budget)
 
 # What each metric a study can optimise wants: more or less of it.
 DIRECTIONS = {M.VAL_ACC: "maximize", M.VAL_LOSS: "minimize", M.TRAIN_SECONDS: "minimize",

@@ -35,13 +35,18 @@ def _space_with_fixed(trial: Any, space: Any, limits: Any, fixed: dict[str, Any]
     it runs the named recipe scaled to the preset, so Optuna's record of it holds
     no made-up parameters. Module-level (not a lambda) so Ray can pickle it.
     """
+    from trainers.config import TrialConfig
     from trainers.recipes import get_recipe
 
     recipe = trial.user_attrs.get(record.RECIPE)
     if recipe:
         return get_recipe(recipe, epochs=fixed["epochs"], data_fraction=fixed["data_fraction"],
                           max_width=max(limits.widths)).to_dict()
-    return {**fixed, **space(trial, limits)}
+    config = space(trial, limits)
+    if not isinstance(config, dict):
+        raise TypeError(f"a search space must return a dict, got {type(config).__name__}")
+    # Whole and checked here: a bad config fails its trial with the reason, before a worker starts.
+    return TrialConfig.from_dict({**fixed, **config}).to_dict()
 
 
 def _parser() -> cli.Parser:
@@ -69,6 +74,13 @@ def _parser() -> cli.Parser:
                         help="seconds without a heartbeat after which another driver of the study "
                              f"fails a trial whose driver died (default: {DEFAULT_STALE_AFTER}; a dead "
                              "driver on this machine is noticed at once)")
+    parser.add_argument("--enqueue", type=Path, metavar="FILE.json",
+                        help="run these known-good configs first: a JSON list of objects mapping the "
+                        "space's parameters to values, e.g. [{\"depth\": 10, \"lr\": 0.003}]")
+    parser.add_argument("--time-budget", type=cli.positive_float, metavar="MINUTES",
+                        help="stop starting and running trials after this many minutes (Ray's "
+                        "time_budget_s); trials cut short are PRUNED, the study can be continued")
+    cli.add_options_file(parser)
     return parser
 
 
@@ -96,9 +108,28 @@ def build_settings(*, space: str, preset: str, fixed: dict[str, Any], limits: An
         scheduler=scheduler, baselines=baselines, seed=seed, code=code_version())
 
 
+def run_study(**options: Any) -> Any:
+    """Runs a study from Python (a notebook, say) and returns its ``optuna.Study``.
+
+    Takes run.py's options as keyword arguments, named as the flags with ``_``
+    for ``-`` (``run_study(space="my_space.py", preset="smoke", trials=4,
+    data="cifar10.tar.gz")``), plus ``options="FILE.toml"``; they are checked
+    as the flags are. The command line runs through this same code.
+
+    Raises:
+        UserError: a bad option, space, data or storage (one line says which).
+        KeyboardInterrupt: the run was interrupted; finished trials are kept.
+    """
+    return _run(cli.from_call(_parser(), options, "run_study"))
+
+
 @cli.main_wrapper
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    _run(cli.parse(_parser(), argv))
+    return 0
+
+
+def _run(args: Any) -> Any:
     import warnings
 
     import optuna
@@ -108,24 +139,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run says what it does itself
 
-    from search_spaces import SpaceLimits, get_space
+    from search_spaces import SpaceLimits, get_space, space_id, space_label
     from studies import storage as st
     from trainers.data import load_dataset, make_splits
     from trainers.models import list_models
+    from trainers.plugins import load_plugins
     from trainers.recipes import list_recipes
 
+    load_plugins(args.plugin)  # before the space and the configs: they may name a plugin's model
     space = get_space(args.space)
     objectives = st.parse_objectives(args.objectives)
+    enqueued = read_enqueue(args.enqueue) if args.enqueue else []
     preset_name, why = cli.pick_preset(args.preset)
     preset = PRESETS[preset_name]
-    study_name = cli.study_name(args.study) if args.study else study_name_for(args.space, preset_name,
-                                                                              objectives)
+    study_name = cli.study_name(args.study) if args.study else study_name_for(space_label(args.space),
+                                                                              preset_name, objectives)
     print(f"preset: {preset_name} ({why})")
     fixed = {**preset.fixed}
     if args.epochs:
         fixed["epochs"] = args.epochs
     if args.data_fraction:
         fixed["data_fraction"] = args.data_fraction
+    if args.image_size:
+        fixed["image_size"] = args.image_size
     limits = dataclasses.replace(preset.limits, max_epochs=fixed["epochs"], models=tuple(list_models()))
     trials_wanted = args.trials or preset.trials
     gpu = torch.cuda.is_available()
@@ -141,23 +177,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"a trial asks for {cpus:g} CPUs and {gpus:g} GPUs, but this machine has "
                             f"{have_cpus} CPUs and {have_gpus} GPUs; lower --cpus-per-trial/--gpus-per-trial")
 
+    # The space is sampled once in memory, and every --enqueue entry checked, before anything is stored.
+    check_space(space, args.space, fixed, limits, enqueued, args.enqueue)
     results = cli.writable_folder(args.results, "--results")
     storage_url = cli.storage_url(args)
     storage = st.open_storage(storage_url, stale_after=args.stale_after)  # before the data: fail fast
 
     t0 = time.perf_counter()
-    dataset = load_dataset(args.data, cache_dir=args.cache_dir)
+    dataset = load_dataset(args.data, image_size=fixed.get("image_size", 32), cache_dir=args.cache_dir)
     splits = make_splits(dataset, val_fraction=0.1, data_fraction=fixed["data_fraction"], seed=0)
     print(f"data: {dataset.source}: {len(splits.train_x)} train / {len(splits.val_x)} validation "
           f"images, {splits.num_classes} classes, {dataset.image_size}px "
           f"(loaded in {time.perf_counter() - t0:.1f}s; the test split is kept for the final run)")
 
     settings = build_settings(
-        space=args.space, preset=preset_name, fixed=fixed, limits=limits, data=dataset.fingerprint(),
+        space=space_id(args.space), preset=preset_name, fixed=fixed, limits=limits, data=dataset.fingerprint(),
         data_source=args.data or "cifar10-download", objectives=objectives, sampler=args.sampler,
         scheduler=args.scheduler, baselines=not args.no_baselines, seed=args.seed)
     study, stored = st.open_study(storage, study_name, settings)
     limits = SpaceLimits.from_dict(dict(stored.limits)) if stored.limits else limits
+    _write_options(args, results, study_name, storage_url, preset=preset_name, trials=trials_wanted,
+                   cpus_per_trial=cpus, gpus_per_trial=gpus)
     stale = st.close_stale(study)
     if stale:
         print(f"marked {len(stale)} trial(s) left RUNNING by a stopped driver as FAIL: {stale}")
@@ -167,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"running up to {max(0, remaining)} more")
 
     if remaining > 0:
+        for params in enqueued:  # the user's known-good configs first, once per study
+            study.enqueue_trial(params, skip_if_exists=True)
         if stored.baselines:
             _enqueue_baselines(study, list_recipes())
         from studies.tune_adapter import run_trials
@@ -181,13 +223,152 @@ def main(argv: Sequence[str] | None = None) -> int:
             reduction_factor=preset.reduction_factor, cpus_per_trial=cpus, gpus_per_trial=gpus,
             results_dir=results / "ray", run_name=f"{study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
             address=args.address, scheduler=args.scheduler, objectives=objectives,
+            plugins=args.plugin, time_budget_s=args.time_budget * 60 if args.time_budget else None,
+            tensorboard=results / "tensorboard" / study_name,
         )
         stale = st.close_stale(study)  # others' trials whose drivers died while this one ran
         if stale:
             print(f"marked {len(stale)} trial(s) of stopped drivers as FAIL: {stale}")
-    _summarise(optuna.load_study(study_name=study_name, storage=storage), storage_url, results,
-               args, time.perf_counter() - t0)
-    return 0
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    _summarise(study, storage_url, results, args, time.perf_counter() - t0)
+    return study
+
+
+def read_enqueue(path: Path) -> list[dict[str, Any]]:
+    """``--enqueue FILE.json``: a list of objects mapping the space's parameter names to values.
+
+    Raises:
+        UserError: unreadable, not JSON, or not a list of objects of numbers, strings and booleans.
+    """
+    import json
+
+    try:
+        entries = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"--enqueue {str(path)!r}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"--enqueue {str(path)!r} cannot be read: {err}") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"--enqueue {str(path)!r} is not JSON: {err}") from None
+    if isinstance(entries, dict):
+        entries = [entries]
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UserError(f"--enqueue {str(path)!r} must hold a list of objects like "
+                        '[{"depth": 10, "width": 32, "lr": 0.003}]')
+    for i, entry in enumerate(entries):
+        bad = [k for k, v in entry.items() if isinstance(v, (dict, list)) or v is None]
+        if bad:
+            raise UserError(f"--enqueue {str(path)!r} entry {i}: {bad[0]!r} must be a number, string or boolean")
+    return entries
+
+
+def check_space(space: Any, spec: str, fixed: dict[str, Any], limits: Any,
+                enqueued: Sequence[dict[str, Any]] = (), enqueue_file: Any = None) -> None:
+    """Samples the space once in an in-memory study, and each ``--enqueue`` entry, and checks
+    the configs they make: a mistake fails here, before any trial is stored.
+
+    Raises:
+        UserError: the space raised, returned no dict, or made an invalid config (an
+            unknown key is named with the closest valid one); an entry names a parameter
+            the space does not suggest or a value outside its range.
+    """
+    import difflib
+    import warnings
+
+    import optuna
+
+    from trainers.config import TrialConfig
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def sample(where: str) -> tuple[Any, Any]:
+        trial = study.ask()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # out-of-range enqueued values: said below
+                return trial, space(trial, limits)
+        except optuna.TrialPruned:
+            return trial, None
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
+
+    for i, params in enumerate([None, *enqueued]):
+        where = f"--space {spec}" if params is None else f"--enqueue {str(enqueue_file)!r} entry {i - 1}"
+        if params is not None:
+            study.enqueue_trial(params)
+        try:
+            trial, config = sample(where)
+        except UserError:
+            raise
+        except Exception as err:  # the user's code: its error in one line
+            if params is not None:  # a value the space refused (a choice it lacks, say)? name it
+                probe, _ = sample(where)
+                _check_params(params, probe, where, difflib)
+            raise UserError(f"{where}: sampling the space raised {type(err).__name__}: {err}") from None
+        if config is None:
+            continue
+        if not isinstance(config, dict):
+            raise UserError(f"{where}: a space must return a dict of config keys, got {type(config).__name__}")
+        if params is not None:
+            _check_params(params, trial, where, difflib)
+        try:
+            TrialConfig.from_dict({**fixed, **config})
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
+
+
+def _check_params(params: dict[str, Any], trial: Any, where: str, difflib: Any) -> None:
+    for name, value in params.items():
+        if name not in trial.params:
+            close = difflib.get_close_matches(name, list(trial.params), n=1)
+            raise UserError(f"{where}: {name!r} is not a parameter this space suggests"
+                            f"{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                            f"its parameters here: {', '.join(trial.params)}")
+        if _outside(trial.distributions[name], value):
+            raise UserError(f"{where}: {name}={value!r} is outside the space's "
+                            f"{_describe(trial.distributions[name])}")
+
+
+def _outside(distribution: Any, value: Any) -> bool:
+    import optuna
+
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return value not in distribution.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True
+    return not distribution.low <= value <= distribution.high
+
+
+def _describe(distribution: Any) -> str:
+    import optuna
+
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return f"choices {list(distribution.choices)}"
+    return f"range [{distribution.low:g}, {distribution.high:g}]"
+
+
+def _write_options(args: Any, results: Path, study_name: str, storage_url: str, **resolved: Any) -> None:
+    """``RESULTS/STUDY/options.toml``: every option as this run resolved it; passing it back
+    with ``--options`` continues the same study. A storage URL with a password is left out."""
+    from search_spaces import space_id
+    from studies.files import atomic_write_text
+
+    values = {**vars(args), **resolved, "study": study_name}
+    values["space"] = space_id(args.space)
+    values["plugin"] = [str(Path(p).expanduser().resolve()) if p.endswith(".py") else p for p in args.plugin]
+    for key in ("results", "data", "cache_dir", "enqueue"):
+        if values.get(key) is not None and not (key == "data" and "://" in str(values[key])):
+            values[key] = str(Path(values[key]).expanduser().resolve())
+    header = f"options of study {study_name!r}, as resolved on {time.strftime('%Y-%m-%d %H:%M')}\n" \
+             "continue it with: python studies/run.py --options THIS_FILE"
+    if record.redact_url(storage_url) != storage_url:
+        values["storage"] = None
+        header += f"\nthe storage URL holds a password: give it in ${cli.STORAGE_ENV}"
+    else:
+        values["storage"] = _absolute(storage_url)
+    folder = record.study_folder(results, study_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / cli.OPTIONS_FILE, cli.options_toml(values, header))
 
 
 def _enqueue_baselines(study: Any, recipes: Sequence[str]) -> None:
@@ -235,6 +416,8 @@ def _summarise(study: Any, storage_url: str, results: Path, args: Any, seconds: 
         command += f" --storage {args.storage}"
     if args.data:
         command += f" --data {args.data}"
+    for plugin in args.plugin:
+        command += f" --plugin {plugin}"
     what = "the best config" if len(study.directions) == 1 else "a Pareto-front trial: add --trial N"
     print(f"Final run ({what}, 3 seeds, test split): {command}")
 

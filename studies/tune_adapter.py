@@ -39,6 +39,7 @@ from trainers.config import TrialConfig
 from trainers.data import Splits
 from trainers.errors import UserError
 from trainers.loop import train
+from trainers.plugins import load_payload, plugin_payload
 
 _STATE_FILE = "state.pt"
 
@@ -46,8 +47,14 @@ _STATE_FILE = "state.pt"
 # ---------------------------------------------------------------- trainable
 
 
-def trainable(config: dict[str, Any], splits: Splits, threads: int) -> None:
-    """A Ray Tune function trainable: restore first, then report once per epoch."""
+def trainable(config: dict[str, Any], splits: Splits, threads: int,
+              plugins: list[dict[str, Any]] | None = None) -> None:
+    """A Ray Tune function trainable: restore first, then report once per epoch.
+
+    The driver's plugins are imported first (once per worker process), so a
+    config may name a model that a plugin registers, on any node.
+    """
+    load_payload(plugins or [])
     trial_config = TrialConfig.from_dict(config)
     resume = None
     checkpoint = tune.get_checkpoint()
@@ -108,8 +115,9 @@ class StudySearcher(Searcher):
 
     def __init__(self, *, space: Callable[[Any], dict[str, Any]], study: optuna.Study,
                  storage: optuna.storages.RDBStorage, wanted: int, objectives: list[str],
-                 book: _TrialBook) -> None:
+                 book: _TrialBook, tensorboard: Path | None = None) -> None:
         super().__init__(metric=objectives[0], mode=_MODES[record.DIRECTIONS[objectives[0]]])
+        self._board = _TensorBoard(tensorboard) if tensorboard is not None else None
         self._space = space
         self._study = study
         self._heartbeat = Heartbeat(storage, study.study_name)
@@ -190,6 +198,8 @@ class StudySearcher(Searcher):
         value, epoch = result.get(metric), result.get(M.EPOCH)
         if trial is None or value is None or epoch is None or result.get(M.DIVERGED):
             return
+        if self._board is not None and epoch != self._last_epoch.get(trial_id):
+            self._board.log(trial.number, int(epoch), result)
         if math.isfinite(value) and epoch != self._last_epoch.get(trial_id):
             try:
                 if len(self._objectives) > 1:
@@ -250,26 +260,73 @@ class StudySearcher(Searcher):
         with self._lock:
             self._open.pop(trial_id, None)
 
+    def open_trials(self) -> list[int]:
+        """Numbers of the trials this driver asked for and has not told yet."""
+        with self._lock:
+            return sorted(t.number for t in self._open.values())
+
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the Optuna storage is the searcher's whole state."""
 
     def restore(self, checkpoint_path: str) -> None:
         """Nothing to restore; a new run continues the study from its storage."""
 
-    def close(self, reason: str) -> None:
-        """FAILs the trials this driver opened and never finished; stops the heartbeat."""
+    def close(self, reason: str, state: TrialState = TrialState.FAIL) -> None:
+        """Ends the trials this driver opened and never finished, FAIL (stale: a continued
+        study runs them again) or PRUNED (a time budget stopped them, as a scheduler
+        would); stops the heartbeat and flushes the TensorBoard logs."""
         self._closed = True
         for trial_id in list(self._open):
             try:
-                self._tell(trial_id, {record.FAIL_REASON: reason, record.STALE: True},
-                           TrialState.FAIL, None)
+                if state == TrialState.PRUNED:  # what it ran is recorded, as for a scheduler's stop
+                    ray_trial = self._book.trials.get(trial_id)
+                    result = (ray_trial.last_result if ray_trial is not None else None) or {}
+                    self._report(trial_id, result)
+                    attrs = record.trial_attrs(
+                        result, ray_trial_id=trial_id, config=ray_trial.config if ray_trial else None,
+                        failures=ray_trial.num_failures if ray_trial is not None else None,
+                        objectives=self._objectives)
+                    self._tell(trial_id, {**attrs, record.STOPPED_BY: reason}, state, None)
+                else:
+                    self._tell(trial_id, {record.FAIL_REASON: reason, record.STALE: True}, state, None)
             except Exception:  # already finished by another driver's stale check
                 self._open.pop(trial_id, None)
         self._stop.set()
+        if self._board is not None:
+            self._board.close()
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class _TensorBoard:
+    """Per-epoch scalars for TensorBoard: ``FOLDER/trial_0007/`` per Optuna trial number."""
+
+    SCALARS = (M.TRAIN_LOSS, M.TRAIN_ACC, M.VAL_LOSS, M.VAL_ACC, M.LR, M.IMAGES_PER_SEC, M.EPOCH_SECONDS)
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._writers: dict[int, Any] = {}
+
+    def log(self, number: int, epoch: int, result: dict[str, Any]) -> None:
+        from tensorboardX import SummaryWriter
+
+        try:
+            if number not in self._writers:
+                self._writers[number] = SummaryWriter(str(self._folder / f"trial_{number:04d}"))
+            writer = self._writers[number]
+            for name in self.SCALARS:
+                if _finite(result.get(name)):
+                    writer.add_scalar(name, float(result[name]), epoch)
+            writer.flush()
+        except OSError as err:  # a full disk must not stop the study: its record is Optuna's
+            print(f"TensorBoard log of trial {number} not written: {err}", file=sys.stderr)
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
 
 
 # ---------------------------------------------------------------- schedulers
@@ -378,8 +435,16 @@ def run_trials(
     address: str | None = None,
     scheduler: str = "asha",
     objectives: list[str] | None = None,
+    plugins: list[str] | None = None,
+    time_budget_s: float | None = None,
+    tensorboard: Path | None = None,
 ) -> None:
     """Runs up to ``num_trials`` new trials of ``study`` on Ray Tune, until it has ``wanted`` finished.
+
+    ``plugins`` (``--plugin`` specs) are imported by every trial's worker first;
+    after ``time_budget_s`` Ray stops the run and its open trials are PRUNED;
+    ``tensorboard`` gets one folder of per-epoch scalars per trial, named by
+    its Optuna number.
 
     Raises:
         KeyboardInterrupt: Ctrl-C (Ray's own handler, which would stop the run
@@ -403,14 +468,14 @@ def run_trials(
     book = _TrialBook()
     objectives = objectives or [M.VAL_ACC]
     searcher = StudySearcher(space=space, study=study, storage=storage, wanted=wanted,
-                             objectives=objectives, book=book)
+                             objectives=objectives, book=book, tensorboard=tensorboard)
     # The scheduler compares trials on the first objective, in its direction.
     metric, mode = objectives[0], _MODES[record.DIRECTIONS[objectives[0]]]
     trial_scheduler = SCHEDULERS[scheduler](max_epochs, grace_period, reduction_factor, metric, mode)
     threads = max(1, math.floor(cpus_per_trial))
     slots = parallel_slots(ray.cluster_resources(), cpus_per_trial, gpus_per_trial)
     run = tune.with_resources(
-        tune.with_parameters(trainable, splits=splits, threads=threads),
+        tune.with_parameters(trainable, splits=splits, threads=threads, plugins=plugin_payload(plugins)),
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
     )
     reporter = tune.CLIReporter(
@@ -422,7 +487,7 @@ def run_trials(
     tuner = tune.Tuner(
         run,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=trial_scheduler,
-                                    num_samples=num_trials,
+                                    num_samples=num_trials, time_budget_s=time_budget_s,
                                     # Ask Optuna for a trial only when a slot is free:
                                     # a queued trial would be sampled without the results
                                     # that arrive while it waits, and its stored start
@@ -443,6 +508,10 @@ def run_trials(
     )
     try:
         tuner.fit()
+        if time_budget_s is not None and searcher.open_trials():  # Ray stopped them at the budget
+            print(f"time budget of {time_budget_s / 60:g} min reached: trial(s) "
+                  f"{', '.join(map(str, searcher.open_trials()))} cut short, recorded as PRUNED")
+            searcher.close(f"stopped by the time budget ({time_budget_s / 60:g} min)", TrialState.PRUNED)
     except KeyboardInterrupt:
         searcher.close(INTERRUPTED)
         ray.shutdown()  # the trials' processes stop with the driver's Ray session
