@@ -17,7 +17,13 @@ differs):
 Then a short profile of our step, phase by phase (the step replicated from the
 public pieces), and the top operators by self CPU time (torch.profiler).
 
+``--baseline-ref REF`` also times the trainer as of a git commit (its
+``trainers/loop.py`` and ``trainers/augment.py``, imported beside today's), in
+the same process and interleaved with ours, and reports ours ÷ REF's: a change
+to the trainer measured against what it replaces, on the same machine state.
+
     python benchmarks/train_throughput.py --images 5120
+    python benchmarks/train_throughput.py --baseline-ref HEAD --workers "" --profile-steps 0
 """
 
 from __future__ import annotations
@@ -26,8 +32,13 @@ import argparse
 import dataclasses
 import functools
 import os
+import shlex
+import statistics
+import subprocess
 import sys
 import time
+import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +61,44 @@ PHASES = ("gather", "augment + normalise (its share of a chunk)", "forward + los
           "optimizer step")
 
 
-def measure_ours(config: TrialConfig, splits: Splits, threads: int,
-                 warmup_steps: int) -> dict[str, Any]:
+def measure_ours(config: TrialConfig, splits: Splits, threads: int, warmup_steps: int,
+                 train_fn: Callable = train, label: str = "ours") -> dict[str, Any]:
     """One epoch of the real trainer; a few-step run first warms oneDNN's kernels."""
     n_warm = min(len(splits.train_x), config.batch_size * warmup_steps)
     warm = dataclasses.replace(splits, train_x=splits.train_x[:n_warm], train_y=splits.train_y[:n_warm])
-    train(config, warm, threads=threads)
-    result = train(config, splits, threads=threads)
+    train_fn(config, warm, threads=threads)
+    result = train_fn(config, splits, threads=threads)
     row = result.last
     images = (len(splits.train_x) // config.batch_size) * config.batch_size
-    return {"loop": "ours: trainers.loop.train (uint8 in memory, batched augment)",
+    return {"loop": f"{label}: trainers.loop.train (uint8 in memory, batched augment)",
             "images": images, "seconds": row[M.EPOCH_SECONDS],
             "images_per_sec": row[M.IMAGES_PER_SEC], "train_loss": row[M.TRAIN_LOSS],
             "torch_threads": threads, "workers": 0}
+
+
+def baseline_train(ref: str) -> Callable:
+    """``trainers.loop.train`` as of git ``ref``, with that commit's ``trainers/augment.py``.
+
+    Both are imported from ``git show`` as new modules beside today's, so the two
+    trainers run in one process; the rest of ``trainers/`` is today's.
+    """
+    def source(path: str) -> str:
+        return subprocess.run(["git", "show", f"{ref}:{path}"], cwd=C.REPO_ROOT, check=True,
+                              capture_output=True, text=True).stdout
+
+    def module(name: str, text: str, origin: str) -> types.ModuleType:
+        mod = types.ModuleType(name)
+        mod.__file__ = origin
+        sys.modules[name] = mod  # dataclasses look their module up while the class is made
+        exec(compile(text, origin, "exec"), mod.__dict__)
+        return mod
+
+    module("_baseline_augment", source("trainers/augment.py"), f"{ref}:trainers/augment.py")
+    loop = source("trainers/loop.py")
+    if "from trainers.augment import" not in loop:
+        raise SystemExit(f"error: {ref}:trainers/loop.py does not import trainers.augment")
+    loop = loop.replace("from trainers.augment import", "from _baseline_augment import")
+    return module("_baseline_loop", loop, f"{ref}:trainers/loop.py").train
 
 
 def _model_and_optimizer(config: TrialConfig, num_classes: int, seed: int):
@@ -190,9 +226,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--aug-strength", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=2, help="torch threads, both sides")
-    p.add_argument("--workers", default="2,0", type=lambda s: [int(w) for w in s.split(",")],
+    p.add_argument("--workers", default="2,0", type=lambda s: [int(w) for w in s.split(",") if w],
                    help="DataLoader workers of the classic loop, comma-separated; the first is "
-                        "the headline")
+                        "the headline; \"\" skips the classic loop")
+    p.add_argument("--baseline-ref", metavar="REF",
+                   help="also time the trainer (loop.py and augment.py) as of git REF, e.g. HEAD, "
+                        "interleaved with ours in this process; reports ours ÷ REF's")
     p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3,
                    help="runs of each loop, interleaved; the median is reported")
@@ -215,16 +254,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = TrialConfig(model="resnet", depth=args.depth, width=args.width, epochs=1,
                          batch_size=args.batch_size, aug_strength=args.aug_strength,
                          data_fraction=fraction, val_fraction=0.0, seed=args.seed)
+    baseline = baseline_train(args.baseline_ref) if args.baseline_ref else None
     runs: list[list[dict[str, Any]]] = []
-    for _ in range(max(1, args.repeats)):  # interleaved, so a noisy neighbour hits every loop
+    for repeat in range(max(1, args.repeats)):  # interleaved, so a noisy neighbour hits every loop
         measures = [functools.partial(measure_ours, config, splits, args.threads,
                                       args.warmup_steps),
                     *(functools.partial(measure_classic, config, splits, args.threads, workers,
                                         args.warmup_steps, args.seed) for workers in args.workers)]
-        runs.append([C.quiet_run(m, args.max_others, args.retries, args.retry_wait)
-                     for m in measures])
+        order = list(range(len(measures)))
+        if baseline is not None:  # beside ours, the pair taking turns to go first
+            measures.insert(1, functools.partial(measure_ours, config, splits, args.threads,
+                                                 args.warmup_steps, baseline,
+                                                 f"ours at {args.baseline_ref}"))
+            order = [*((1, 0) if repeat % 2 else (0, 1)), *range(2, len(measures))]
+        measured = {i: C.quiet_run(measures[i], args.max_others, args.retries, args.retry_wait)
+                    for i in order}
+        runs.append([measured[i] for i in range(len(measures))])
     rows = [C.median_row(list(done)) for done in zip(*runs)]
-    ratio = rows[0]["images_per_sec"] / rows[1]["images_per_sec"]
+    base = rows.pop(1) if baseline is not None else None
+    ratio = rows[0]["images_per_sec"] / rows[1]["images_per_sec"] if len(rows) > 1 else None
     for row in rows[1:]:
         row["ours_over_this"] = rows[0]["images_per_sec"] / row["images_per_sec"]
     profile = (profile_ours(config, splits, args.threads, args.profile_steps, args.warmup_steps)
@@ -232,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     policy = AugmentPolicy.from_strength(config.aug_strength, splits.train_x.shape[-1])
     record = {
         "benchmark": "train_throughput",
-        "command": " ".join(["python", "benchmarks/train_throughput.py", *(argv or sys.argv[1:])]),
+        "command": shlex.join(["python", "benchmarks/train_throughput.py", *(argv or sys.argv[1:])]),
         "config": config.to_dict(),
         "keep_freed_memory": kept,
         "policy": dataclasses.asdict(policy),
@@ -243,6 +291,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "data": ds.source,
         "rows": rows,
         "ours_over_classic": ratio,
+        "baseline_ref": args.baseline_ref,
+        "baseline": base,
+        # each repeat's pair was measured back to back: the median of their ratios
+        "ours_over_baseline": None if base is None else statistics.median(
+            a / b for a, b in zip(rows[0]["runs_images_per_sec"], base["runs_images_per_sec"])),
         "profile": profile,
         "loadavg_at_start": load_at_start,
         "machine": C.machine(),
@@ -269,14 +322,22 @@ def _markdown(record: dict[str, Any]) -> str:
          "| others' CPU share per run |"),
         "|---|---|---|---|---|---|---|",
     ]
-    for r in record["rows"]:
+    shown = [*record["rows"][:1], *([record["baseline"]] if record["baseline"] else []),
+             *record["rows"][1:]]
+    for r in shown:
         runs = ", ".join(C.fmt_rate(v) for v in r["runs_images_per_sec"])
         lines.append(f"| {r['loop']} | {r['torch_threads']} | {r['workers']} | {r['images']} | "
                      f"{C.fmt_rate(r['images_per_sec'])} | {runs} | {C.fmt_shares(r)} |")
-    lines += ["", f"Ours ÷ classic ({record['rows'][1]['workers']} workers): "
-                  f"**{record['ours_over_classic']:.2f}x**" +
-              "".join(f"; ÷ classic with {r['workers']} workers: {r['ours_over_this']:.2f}x"
-                      for r in record["rows"][2:]) + "."]
+    if record["baseline"]:
+        pairs = ", ".join(f"{a / b:.3f}" for a, b in zip(record["rows"][0]["runs_images_per_sec"],
+                                                         record["baseline"]["runs_images_per_sec"]))
+        lines += ["", f"Ours ÷ ours at {record['baseline_ref']} (same process, interleaved; "
+                      f"median of the runs' ratios {pairs}): **{record['ours_over_baseline']:.3f}x**."]
+    if record["ours_over_classic"] is not None:
+        lines += ["", f"Ours ÷ classic ({record['rows'][1]['workers']} workers): "
+                      f"**{record['ours_over_classic']:.2f}x**" +
+                  "".join(f"; ÷ classic with {r['workers']} workers: {r['ours_over_this']:.2f}x"
+                          for r in record["rows"][2:]) + "."]
     prof = record["profile"]
     if prof:
         title = (f"Our step, replicated and timed by phase ({prof['steps']} steps of "

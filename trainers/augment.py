@@ -22,7 +22,8 @@ image's random choices, then
    posterize, autocontrast, equalize, sharpness) run on their own images, after
    the pending map is applied;
 3. erases by multiplying with a mask: 0 after normalisation, like torchvision's
-   RandomErasing(value=0) after Normalize.
+   RandomErasing(value=0) after Normalize. The multiply writes the output, so
+   with channels_last it is the layout conversion's pass, not one more.
 
 The price of composing: geometry runs before colour (exact for per-pixel colour
 ops; ops that use image statistics see the warped image), and values are
@@ -31,6 +32,24 @@ each op. ``torch.where`` on float batches is avoided: on CPU it is ~20x slower
 than a multiply. kornia.augmentation, the batched library, runs the same recipe
 3.5x slower on this CPU at the same two threads (benchmark 1 with ``--kornia``),
 so it is not used.
+
+No host-device synchronisation, on any device: every shape is known on the host
+before a call, constants (tables, colour weights, normalisation) are built once
+per device and cached, and every random number, the mixing weights included,
+comes from the generator passed in, on its device. The non-linear ops run on
+fixed-size groups of images instead of "the images that drew the op" (a count
+only the device knows): a policy step draws a random permutation of the batch,
+and each outcome that involves a non-linear op (an op, or for AutoAugment a
+sub-policy's pair of steps) owns a fixed block of ``ceil(B p)`` positions, of
+which the last is used with the probability that makes the expected count
+exactly ``B p``; images elsewhere draw one of the other outcomes with their
+probabilities, renormalised. Each image's distribution of ops and magnitudes is
+exactly the policy's, as before; what changed is that images of one call are
+no longer independent: how many of them get a given non-linear op varies by at
+most one around ``B p`` instead of binomially. (Where ``B`` is too small for the
+blocks to fit, the permutation runs over more positions than images, and the
+counts vary a little more.) The work is what it was: only the images that drew
+a non-linear op run it, plus at most one unused slot per outcome.
 
 One knob, ``aug_strength`` in [0, 1], scales every selected op; 0 is the
 identity and 0.5 gives the reference recipes' magnitudes (crop padding 4, flip
@@ -143,29 +162,43 @@ _RANDAUGMENT_COUNT = 14  # RandAugment and TrivialAugment draw from the first 14
 RANDAUGMENT_OPS = OP_NAMES[:_RANDAUGMENT_COUNT]
 _GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 _PIXEL = ("autocontrast", "equalize", "solarize", "posterize", "sharpness")
-_PIXEL_IDS = sorted(_OP[name] for name in _PIXEL)
-_PIXEL_TABLE = torch.tensor([name in _PIXEL for name in OP_NAMES])  # op index -> non-linear?
+_PIXEL_IDS = tuple(sorted(_OP[name] for name in _PIXEL))
+_GEOMETRIC_IDS = frozenset(_OP[name] for name in _GEOMETRIC)
 
 
 class _Round:
-    """One policy step: an op per image (index into OP_NAMES), its magnitude and sign."""
+    """One policy step: an op per image (index into OP_NAMES), its magnitude and sign.
 
-    def __init__(self, op: torch.Tensor, mag: torch.Tensor, sign: torch.Tensor) -> None:
+    ``slots``: which images run the step's non-linear ops, as fixed-size groups
+    (``_Slots``); None when no image can draw one. ``geometric``: whether any image
+    can draw a geometric op. Both are known on the host, so nothing here syncs.
+    """
+
+    def __init__(self, op: torch.Tensor, mag: torch.Tensor, sign: torch.Tensor,
+                 slots: _Slots | None, geometric: bool) -> None:
         self.op, self.mag, self.sign = op, mag, sign
+        self.slots, self.geometric = slots, geometric
         # signed magnitude per image and op, 0 for the ops an image did not draw
-        self.amount = F.one_hot(op, len(OP_NAMES)).to(mag.dtype) * (sign * mag)[:, None]
-        self._drawn = torch.bincount(op, minlength=len(OP_NAMES)).tolist()  # one host sync
-
-    def count(self, k: int) -> int:
-        """How many images drew op number ``k``."""
-        return self._drawn[k]
+        self.amount = torch.zeros(len(op), len(OP_NAMES), device=op.device, dtype=mag.dtype)
+        self.amount.scatter_(1, op[:, None], (sign * mag)[:, None])
 
     def value(self, name: str, scale: float) -> torch.Tensor:
         """The signed amount of op ``name`` per image; 0 where an image has another op."""
         return self.amount[:, _OP[name]] * scale
 
-    def has(self, name: str) -> bool:
-        return self._drawn[_OP[name]] > 0
+
+@dataclasses.dataclass(frozen=True)
+class _Slots:
+    """The images of one step's non-linear ops, grouped by op in fixed-size groups.
+
+    ``read[i]`` is the image in slot ``i``; ``write[i]`` is the same image, or the
+    batch size (a spare row that is never read back) for a slot that holds no
+    image of the op (unused, or past the batch). ``sizes``: (op, slots) in order.
+    """
+
+    read: torch.Tensor
+    write: torch.Tensor
+    sizes: tuple[tuple[int, int], ...]
 
 
 def augment(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> torch.Tensor:
@@ -185,12 +218,15 @@ def augment_normalize(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generat
     """``augment``, then ``(x - mean) / std`` per channel, in one pass over the pixels.
 
     The trainer's entry point: ``x`` is a uint8 batch straight from the dataset.
-    ``out``, if given, receives the result (in its own memory format) and is returned.
+    ``mean`` and ``std`` are numbers per channel (or one for all); they are read on
+    the host, so a tensor on a GPU costs a sync: pass numbers. ``out``, if given,
+    receives the result (in its own memory format) and is returned.
     """
     b, c, h, w = x.shape
     rounds = _plan_rounds(policy, b, gen, x.device)
     scale = 1 / 255 if x.dtype == torch.uint8 else 1.0  # folded into the colour map
-    colour = _Colour(_pixels(_geometry(x, policy, rounds, gen), x), scale)
+    spare = any(r.slots is not None for r in rounds)
+    colour = _Colour(_pixels(_geometry(x, policy, rounds, gen), x, spare), scale, b)
     if policy.jitter:
         colour.jitter(policy.jitter, gen)
     if policy.contrast:
@@ -200,18 +236,25 @@ def augment_normalize(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generat
     for r in rounds:
         colour.round(r, h, w)
     x = colour.finish(mean, std).view(b, c, h, w)
-    if policy.erase_p:
-        _erase(x, policy.erase_p, gen)
-    if out is not None:
-        return out.copy_(x)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    if out is None and channels_last:
+        out = torch.empty_like(x, memory_format=torch.channels_last)
+    if policy.erase_p:  # the multiply writes the output: erasing costs no pass of its own
+        keep = _erase_mask(x, policy.erase_p, gen)
+        return x.mul_(keep) if out is None else torch.mul(x, keep, out=out)
+    return x if out is None else out.copy_(x)
 
 
-def _pixels(x: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-    """``x`` as float [B, C, H*W] that may be written in place (never the caller's tensor)."""
+def _pixels(x: torch.Tensor, original: torch.Tensor, spare: bool = False) -> torch.Tensor:
+    """``x`` as float [B, C, H*W] that may be written in place (never the caller's tensor).
+
+    ``spare``: one more image at the end, of zeros, for the writes of unused slots.
+    """
     flat = x.reshape(*x.shape[:2], -1)
+    if spare:
+        rows = flat.new_empty((len(flat) + 1, *flat.shape[1:]), dtype=torch.float32)
+        rows[: len(flat)].copy_(flat)
+        rows[len(flat)].zero_()
+        return rows
     return flat.clone() if flat.dtype == torch.float32 and x is original else flat.float()
 
 
@@ -236,23 +279,22 @@ def _plan_rounds(policy: AugmentPolicy, b: int, gen: torch.Generator,
     """Every policy step's op, magnitude and sign per image: AutoAugment, RandAugment, TrivialAugment."""
     rounds = []
     if policy.autoaug_scale:
-        ops, probs, mags = _autoaugment_tables(device)
-        sub = torch.randint(0, len(ops), (b,), generator=gen, device=device)
-        for step in range(2):
-            on = _uniform(b, gen, device) < probs[sub, step] * policy.autoaug_scale
-            rounds.append(_Round(ops[sub, step] * on, mags[sub, step] * policy.autoaug_scale,
-                                 _signed(b, gen, device)))
+        rounds += _draw(_autoaugment_table(policy.autoaug_scale), b, gen, device)
     if policy.randaug_p and policy.randaug_magnitude:
-        active = _uniform(b, gen, device) < policy.randaug_p
-        mag = torch.full((b,), float(policy.randaug_magnitude), device=device)
-        for _ in range(policy.randaug_ops):
-            choice = torch.randint(0, _RANDAUGMENT_COUNT, (b,), generator=gen, device=device)
-            rounds.append(_Round(choice * active, mag, _signed(b, gen, device)))
+        table = _randaugment_table(policy.randaug_p, policy.randaug_magnitude)
+        for _ in range(policy.randaug_ops):  # independent rounds
+            rounds += _draw(table, b, gen, device)
     if policy.trivial_max:
-        choice = torch.randint(0, _RANDAUGMENT_COUNT, (b,), generator=gen, device=device)
-        rounds.append(_Round(choice, _uniform(b, gen, device) * policy.trivial_max,
-                             _signed(b, gen, device)))
+        rounds += _draw(_randaugment_table(1.0, 1.0), b, gen, device, policy.trivial_max)
     return rounds
+
+
+@functools.lru_cache(maxsize=16)
+def _randaugment_table(p: float, magnitude: float) -> _Table:
+    """One of the 14 ops, each with probability p / 14 (identity also when not taking part)."""
+    probs = [1 - p + p / _RANDAUGMENT_COUNT] + [p / _RANDAUGMENT_COUNT] * (_RANDAUGMENT_COUNT - 1)
+    return _Table(tuple(probs), (tuple(range(_RANDAUGMENT_COUNT)),),
+                  ((float(magnitude),) * _RANDAUGMENT_COUNT,))
 
 
 @functools.cache
@@ -271,13 +313,145 @@ _AA_NAMES = {"Invert": "invert", "Contrast": "contrast", "Rotate": "rotate",
              "Posterize": "posterize", "Brightness": "brightness"}
 
 
-def _autoaugment_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """AutoAugment's CIFAR-10 policy as [25, 2] tensors: op index, probability, magnitude."""
-    policy = _cifar_autoaugment_policy()
-    ops = torch.tensor([[_OP[_AA_NAMES[name]] for name, _, _ in sub] for sub in policy])
-    probs = torch.tensor([[prob for _, prob, _ in sub] for sub in policy])
-    mags = torch.tensor([[1.0 if bin_ is None else bin_ / 9 for _, _, bin_ in sub] for sub in policy])
-    return ops.to(device), probs.to(device), mags.to(device)
+@functools.lru_cache(maxsize=16)
+def _autoaugment_table(scale: float) -> _Table:
+    """AutoAugment's CIFAR-10 policy with probabilities and magnitudes times ``scale``.
+
+    A sub-policy is drawn uniformly, then each of its two steps happens with its
+    probability; the outcomes are the distinct (op, magnitude) pairs that gives.
+    """
+    outcomes: dict[tuple[tuple[int, float], ...], float] = {}
+    subs = _cifar_autoaugment_policy()
+    for sub in subs:
+        steps = [(_OP[_AA_NAMES[name]], min(1.0, prob * scale),
+                  (1.0 if bin_ is None else bin_ / 9) * scale) for name, prob, bin_ in sub]
+        for on in ((True, True), (True, False), (False, True), (False, False)):
+            p = 1 / len(subs)
+            for (_, prob, _), happens in zip(steps, on):
+                p *= prob if happens else 1 - prob
+            key = tuple((op, mag) if happens else (_OP["identity"], 0.0)
+                        for (op, _, mag), happens in zip(steps, on))
+            outcomes[key] = outcomes.get(key, 0.0) + p
+    keys = list(outcomes)
+    return _Table(tuple(outcomes[k] for k in keys),
+                  tuple(tuple(k[step][0] for k in keys) for step in range(2)),
+                  tuple(tuple(k[step][1] for k in keys) for step in range(2)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Table:
+    """What one draw gives each image: outcomes with probabilities, and per step the
+    op (index into OP_NAMES) and magnitude of each outcome. RandAugment and
+    TrivialAugment: one step, an outcome per op; AutoAugment: two steps, an outcome
+    per distinct pair of what a sub-policy's steps do."""
+
+    probs: tuple[float, ...]
+    ops: tuple[tuple[int, ...], ...]
+    mags: tuple[tuple[float, ...], ...]
+
+
+class _Layout:
+    """A table laid out for a batch of ``b``: the fixed blocks, as tensors on ``device``.
+
+    Each outcome o with a non-linear op owns ``ceil(size p_o)`` consecutive positions
+    of a random permutation of ``size >= b`` items (images, then items that are no
+    image); slot t of the block is used when ``t + u_o < size p_o`` with u_o uniform,
+    so an item lands in a used slot of o with probability exactly p_o. Items in no
+    used slot draw an outcome without a non-linear op, in proportion to theirs.
+    """
+
+    def __init__(self, table: _Table, b: int, device: torch.device) -> None:
+        probs = table.probs
+        special = [o for o, p in enumerate(probs)
+                   if p > 0 and any(ops[o] in _PIXEL_IDS for ops in table.ops)]
+        plain = [o for o, p in enumerate(probs) if p > 0 and o not in special]
+        if not plain:
+            raise ValueError("an augmentation table needs an outcome without a non-linear op")
+        # the first op that is non-linear decides the block order: its groups are contiguous
+        special.sort(key=lambda o: [ops[o] if ops[o] in _PIXEL_IDS else len(OP_NAMES)
+                                    for ops in table.ops])
+        size = b
+        while sum(_ceil(size * probs[o]) for o in special) > size:
+            size += 1
+        block, room, start = [0] * size, [0.0] * size, {}
+        at = 0
+        for o in special:
+            start[o] = at
+            for t in range(_ceil(size * probs[o])):
+                block[at], room[at] = o, size * probs[o] - t
+                at += 1
+        self.size, self.outcomes = size, len(probs)
+        self.block = torch.tensor(block, device=device)
+        self.room = torch.tensor(room, device=device)
+        self.arange = torch.arange(size, device=device)
+        total = sum(probs[o] for o in plain)
+        cdf = [min(1.0, c / total) for c in _cumsum([probs[o] for o in plain])]
+        cdf[-1] = 1.0
+        self.plain = torch.tensor(plain, device=device)
+        self.plain_cdf = torch.tensor(cdf, device=device)
+        self.ops = torch.tensor(table.ops, device=device)
+        self.mags = torch.tensor(table.mags, device=device)
+        self.geometric = [any(probs[o] > 0 and op in _GEOMETRIC_IDS for o, op in enumerate(ops))
+                          for ops in table.ops]
+        self.groups: list[tuple[torch.Tensor, tuple[tuple[int, int], ...]] | None] = []
+        for ops in table.ops:
+            positions, sizes = [], []
+            for k in _PIXEL_IDS:
+                slots = [start[o] + t for o in special if ops[o] == k
+                         for t in range(_ceil(size * probs[o]))]
+                if slots:
+                    positions += slots
+                    sizes.append((k, len(slots)))
+            self.groups.append((torch.tensor(positions, device=device), tuple(sizes))
+                               if sizes else None)
+
+
+def _ceil(v: float) -> int:
+    return math.ceil(v - 1e-9)  # 73.00000000001 is 73 slots, not 74
+
+
+def _cumsum(values: list[float]) -> list[float]:
+    out, total = [], 0.0
+    for v in values:
+        total += v
+        out.append(total)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(table: _Table, b: int, device: torch.device) -> _Layout:
+    return _Layout(table, b, device)
+
+
+def _draw(table: _Table, b: int, gen: torch.Generator, device: torch.device,
+          random_magnitude: float = 0.0) -> list[_Round]:
+    """One draw of ``table`` for ``b`` images: its steps as rounds, with fixed-size groups.
+
+    ``random_magnitude``: scale each image's magnitudes by a uniform draw in [0, it]
+    (TrivialAugment); 0 keeps the table's.
+    """
+    lay = _layout(table, b, device)
+    order = torch.randperm(lay.size, generator=gen, device=device)  # position -> item
+    used = torch.rand(lay.outcomes, generator=gen, device=device)[lay.block] < lay.room
+    position = torch.empty_like(order).scatter_(0, order, lay.arange)[:b]  # image -> position
+    pick = torch.searchsorted(lay.plain_cdf, torch.rand(b, generator=gen, device=device),
+                              right=True)
+    plain = lay.plain[pick.clamp_max_(len(lay.plain) - 1)]
+    outcome = torch.where(used[position], lay.block[position], plain)
+    if random_magnitude:
+        scale = _uniform(b, gen, device) * random_magnitude
+    rounds = []
+    for step, group in enumerate(lay.groups):
+        slots = None
+        if group is not None:
+            positions, sizes = group
+            items = order[positions]
+            real = used[positions] & (items < b)
+            slots = _Slots(items.clamp_max(b - 1), torch.where(real, items, b), sizes)
+        mag = lay.mags[step][outcome]
+        rounds.append(_Round(lay.ops[step][outcome], mag * scale if random_magnitude else mag,
+                             _signed(b, gen, device), slots, lay.geometric[step]))
+    return rounds
 
 
 # ---------------------------------------------------------------- geometry
@@ -293,7 +467,7 @@ def _geometry(x: torch.Tensor, policy: AugmentPolicy, rounds: list[_Round],
     """
     b, _, h, w = x.shape
     dev = x.device
-    uses = [r for r in rounds if any(r.has(name) for name in _GEOMETRIC)]
+    uses = [r for r in rounds if r.geometric]
     if policy.translate_pad or policy.flip_p or uses:
         m = torch.eye(3, device=dev).repeat(b, 1, 1)
         if policy.translate_pad:  # RandomCrop(size, padding=pad): a shift in [-pad, pad]
@@ -325,10 +499,8 @@ def _round_map(r: _Round, h: int, w: int) -> torch.Tensor:
 def _resample_nearest(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """``out[b, :, i, j] = x[b, :, round(src)]`` for src = m[b] @ (j, i, 1) centred; 0 outside."""
     b, c, h, w = x.shape
-    dev = x.device
     cy, cx = (h - 1) / 2, (w - 1) / 2
-    v = (torch.arange(h, device=dev, dtype=torch.float32) - cy).repeat_interleave(w)
-    u = (torch.arange(w, device=dev, dtype=torch.float32) - cx).repeat(h)
+    u, v = _centred_grid(h, w, x.device)
     # Source pixels, clamped to a one-pixel zero frame around the image: no masks.
     src_u = torch.addcmul(m[:, 0, 2:3] + (cx + 1), m[:, 0, 0:1], u).addcmul_(m[:, 0, 1:2], v)
     src_v = torch.addcmul(m[:, 1, 2:3] + (cy + 1), m[:, 1, 0:1], u).addcmul_(m[:, 1, 1:2], v)
@@ -337,6 +509,14 @@ def _resample_nearest(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     index = src_v.mul_(w + 2).add_(src_u).long()
     framed = F.pad(x, (1, 1, 1, 1)).view(b, c, (h + 2) * (w + 2))
     return framed.gather(2, index[:, None, :].expand(b, c, h * w)).view(b, c, h, w)
+
+
+@functools.lru_cache(maxsize=16)
+def _centred_grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column and row coordinates of every pixel, [H*W] each, centred on the image."""
+    v = (torch.arange(h, device=device, dtype=torch.float32) - (h - 1) / 2).repeat_interleave(w)
+    u = (torch.arange(w, device=device, dtype=torch.float32) - (w - 1) / 2).repeat(h)
+    return u, v
 
 
 def random_affine(x: torch.Tensor, degrees: float, translate: float, zoom: float,
@@ -363,16 +543,17 @@ class _Colour:
 
     ``x`` is [B, C, H*W]; ``aff`` is [B, C, C + 1], ``a`` and then ``off`` as its last
     column. A linear op only updates ``aff`` (tiny); a non-linear op first applies
-    what is pending (``flush``, one pass over the pixels), then runs on its own images.
+    what is pending (one pass over its images' pixels), then runs on its images.
+    ``rows`` may hold one spare image after the first ``b`` (see ``_Slots``).
     """
 
-    def __init__(self, x: torch.Tensor, scale: float) -> None:
-        b, c, _ = x.shape
-        self.x = x
-        self.identity = torch.eye(c, c + 1, device=x.device).expand(b, c, c + 1)
-        self.aff = self.identity * scale
-        self.grey = (torch.tensor([0.299, 0.587, 0.114], device=x.device) if c == 3
-                     else torch.full((c,), 1 / c, device=x.device))[None, :, None]
+    def __init__(self, rows: torch.Tensor, scale: float, b: int | None = None) -> None:
+        b = len(rows) if b is None else b
+        c = rows.shape[1]
+        self.rows, self.x = rows, rows[:b]
+        self.eye, grey = _colour_constants(c, rows.device)
+        self.aff = self.eye.expand(b, c, c + 1) * scale
+        self.grey = grey[None, :, None]
         self._mean: torch.Tensor | None = None  # [B, C + 1, 1]: channel means of self.x, then 1
 
     def linear(self, saturation: torch.Tensor, contrast: torch.Tensor, brightness: torch.Tensor,
@@ -413,44 +594,74 @@ class _Colour:
         """
         self.linear(1 + r.value("color", 0.9), 1 + r.value("contrast", 0.9),
                     1 + r.value("brightness", 0.9), r.value("invert", 1.0).abs())
-        present = [k for k in _PIXEL_IDS if r.count(k)]
-        if not present:
+        if r.slots is None:
             return
         # The images of every non-linear op at once, grouped by op: one gather, one
         # pending-map pass and one write-back for all; each op runs on its own slice.
-        c = self.x.shape[1]
-        idx = _PIXEL_TABLE.to(r.op.device)[r.op].nonzero().squeeze(1)
-        idx = idx[r.op[idx].argsort(stable=True)]
-        aff = self.aff.index_select(0, idx)
-        images = torch.bmm(aff[:, :, :c].contiguous(), self.x.index_select(0, idx))
-        images = images.add_(aff[:, :, c:]).clamp_(0, 1).view(len(idx), c, h, w)
-        mags, signs = r.mag[idx], r.sign[idx]
+        b, c = self.aff.shape[:2]
+        if len(self.rows) == b:  # no spare row: a caller that made its own pixels (one copy)
+            self.rows = torch.cat([self.x, self.x.new_zeros(1, *self.x.shape[1:])])
+            self.x = self.rows[:b]
+        read, write = r.slots.read, r.slots.write
+        n = len(read)
+        aff = self.aff.index_select(0, read)
+        images = torch.bmm(aff[:, :, :c].contiguous(), self.x.index_select(0, read))
+        images = images.add_(aff[:, :, c:]).clamp_(0, 1).view(n, c, h, w)
+        mags, signs = r.mag[read], r.sign[read]
         start = 0
-        for k in present:
-            part = slice(start, start + r.count(k))
+        for k, count in r.slots.sizes:
+            part = slice(start, start + count)
             start = part.stop
             view = images[part]
             out = _PIXEL_OPS[OP_NAMES[k]](view, mags[part], signs[part])
             if out.data_ptr() != view.data_ptr():
                 view.copy_(out)
-        images = images.view(len(idx), c, h * w)
-        self.x.index_copy_(0, idx, images)
-        self.aff.index_copy_(0, idx, self.identity[: len(idx)])
+        images = images.view(n, c, h * w)
+        # Unused slots write to the spare row b, which nothing reads back.
+        self.rows.index_copy_(0, write, images)
+        spare = (0, 0, 0, 0, 0, 1)
+        self.aff = F.pad(self.aff, spare).index_copy_(0, write, self.eye.expand(n, c, c + 1))[:b]
         if self._mean is not None:
-            self._mean[idx, :c] = images.mean(2, keepdim=True)
+            means = F.pad(self._mean, spare)
+            means[:, :c].index_copy_(0, write, images.mean(2, keepdim=True))
+            self._mean = means[:b]
 
     def finish(self, mean, std) -> torch.Tensor:
         """The pending maps and the normalisation in one matmul, then the clip to [0, 1] normalised."""
         c = self.aff.shape[1]
-        mean = torch.as_tensor(0.0 if mean is None else mean, device=self.x.device).expand(c)
-        std = torch.as_tensor(1.0 if std is None else std, device=self.x.device).expand(c)
-        aff = self.aff / std[:, None]
-        aff[:, :, c] -= mean / std
+        mean, std = _per_channel(mean, c, 0.0), _per_channel(std, c, 1.0)
+        scale, shift = _normalisation(mean, std, self.x.device)
+        aff = self.aff * scale
+        aff[:, :, c] -= shift
         x = torch.bmm(aff[:, :, :c].contiguous(), self.x).add_(aff[:, :, c:])
-        low, high = (-mean / std).tolist(), ((1 - mean) / std).tolist()
         for k in range(c):  # per-channel slices: a clamp with tensor bounds is ~4x slower
-            x[:, k].clamp_(low[k], high[k])
+            x[:, k].clamp_(-mean[k] / std[k], (1 - mean[k]) / std[k])
         return x
+
+
+@functools.lru_cache(maxsize=16)
+def _colour_constants(c: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The identity map [C, C + 1] and the grey weights [C] (ITU-R 601 luma for RGB)."""
+    grey = ([0.299, 0.587, 0.114] if c == 3 else [1 / c] * c)
+    return torch.eye(c, c + 1, device=device), torch.tensor(grey, device=device)
+
+
+def _per_channel(v, c: int, default: float) -> tuple[float, ...]:
+    """Per-channel numbers from None, a number, a sequence or a tensor (read on the host)."""
+    if v is None:
+        return (default,) * c
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().flatten().tolist()
+    v = [float(v)] if isinstance(v, (int, float)) else [float(e) for e in v]
+    return tuple(v * c if len(v) == 1 else v)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalisation(mean: tuple[float, ...], std: tuple[float, ...],
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``1 / std`` as [C, 1] and ``mean / std`` as [C], on the device once."""
+    return (torch.tensor([1 / s for s in std], device=device)[:, None],
+            torch.tensor([m / s for m, s in zip(mean, std)], device=device))
 
 
 # Non-linear ops, each on the images that drew it: [n, C, H, W] in [0, 1], magnitudes
@@ -514,19 +725,20 @@ _PIXEL_OPS = {"autocontrast": _autocontrast, "equalize": _equalize, "solarize": 
               "posterize": _posterize, "sharpness": _sharpness}
 
 
-def _erase(x: torch.Tensor, p: float, gen: torch.Generator) -> None:
-    """RandomErasing(p, value=0) in place: a rectangle (area 2-33%, aspect 0.3-3.3) set to 0.
+def _erase_mask(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """RandomErasing(p, value=0) as a [B, 1, H, W] mask to multiply by: 0 in a rectangle
+    (area 2-33%, aspect 0.3-3.3) of each chosen image, 1 elsewhere.
 
-    Only the chosen images are read and written; the rectangle is the outer
-    product of a row and a column indicator, so no per-pixel comparisons.
+    The rectangle is the outer product of a row and a column indicator, so no
+    per-pixel comparisons; images that are not chosen get an empty row indicator.
     """
     b, _, h, w = x.shape
     chosen = _uniform(b, gen, x.device) < p
     area = _uniform(b, gen, x.device, 0.02, 0.33)
     rows, cols = _box_lines(b, h, w, gen, x.device, area, (0.3, 3.3))
-    idx = chosen.nonzero().squeeze(1)
-    keep = 1 - rows[idx, :, None].to(x.dtype) * cols[idx, None, :].to(x.dtype)
-    x.index_copy_(0, idx, x.index_select(0, idx).mul_(keep[:, None]))
+    rows = (rows & chosen[:, None]).to(x.dtype)
+    return torch.addcmul(rows.new_ones(()), rows[:, :, None], cols[:, None, :].to(x.dtype),
+                         value=-1)[:, None]
 
 
 def _box_lines(b: int, h: int, w: int, gen: torch.Generator, device: torch.device,
@@ -609,13 +821,23 @@ def apply_op(name: str, x: torch.Tensor, magnitude, gen: torch.Generator, sign=N
     if name == "identity":
         return x
     scale = 1 / 255 if x.dtype == torch.uint8 else 1.0
-    mag = torch.as_tensor(magnitude, device=x.device, dtype=torch.float32).expand(b).clone()
-    sign = (_signed(b, gen, x.device) if sign is None
-            else torch.as_tensor(sign, device=x.device, dtype=torch.float32).expand(b).clone())
-    r = _Round(torch.full((b,), _OP[name], device=x.device), mag, sign)
-    colour = _Colour(_pixels(_geometry(x, AugmentPolicy(), [r], gen), x), scale)
+    k = _OP[name]
+    sign = _signed(b, gen, x.device) if sign is None else _per_image(sign, b, x.device)
+    every = torch.arange(b, device=x.device)
+    slots = _Slots(every, every, ((k, b),)) if k in _PIXEL_IDS else None
+    r = _Round(torch.full((b,), k, device=x.device), _per_image(magnitude, b, x.device), sign,
+               slots, k in _GEOMETRIC_IDS)
+    colour = _Colour(_pixels(_geometry(x, AugmentPolicy(), [r], gen), x, slots is not None),
+                     scale, b)
     colour.round(r, x.shape[2], x.shape[3])
     return colour.finish(None, None).view(x.shape)
+
+
+def _per_image(v, b: int, device: torch.device) -> torch.Tensor:
+    """A number or a [B] tensor as float [B] on ``device`` (a number needs no copy to it)."""
+    if isinstance(v, torch.Tensor):
+        return v.to(device, torch.float32).expand(b).clone()
+    return torch.full((b,), float(v), device=device)
 
 
 # ---------------------------------------------------------------- label mixing
@@ -626,12 +848,13 @@ def mix(x: torch.Tensor, y: torch.Tensor, num_classes: int, policy: AugmentPolic
     """Mixup and/or CutMix with a shuffled partner; returns images and soft labels.
 
     With both on, each image draws one of the two. The mixing weights come from
-    Beta(alpha, alpha) drawn on the CPU with torch's global generator (which the
-    trainer checkpoints), since Beta sampling takes no generator.
+    Beta(alpha, alpha), drawn on the batch's device with ``gen``.
     """
     b = len(x)
-    target = F.one_hot(y, num_classes).to(x.dtype)
+    target = torch.zeros(b, num_classes, device=x.device, dtype=x.dtype)
+    target.scatter_(1, y[:, None], 1.0)
     partner = torch.randperm(b, generator=gen, device=x.device)
+    other = x[partner]
     use_cutmix = torch.zeros(b, dtype=torch.bool, device=x.device)
     if policy.cutmix_alpha and policy.mixup_alpha:
         use_cutmix = _uniform(b, gen, x.device) < 0.5
@@ -639,16 +862,26 @@ def mix(x: torch.Tensor, y: torch.Tensor, num_classes: int, policy: AugmentPolic
         use_cutmix = torch.ones(b, dtype=torch.bool, device=x.device)
     lam = torch.ones(b, device=x.device, dtype=x.dtype)
     if policy.mixup_alpha:
-        a = policy.mixup_alpha
-        lam = torch.distributions.Beta(a, a).sample((b,)).to(x.device, x.dtype)
-    out = _col(lam, x) * x + (1 - _col(lam, x)) * x[partner]
+        lam = _beta(policy.mixup_alpha, b, gen, x.device).to(x.dtype)
+    out = _col(lam, x) * x + (1 - _col(lam, x)) * other
     if policy.cutmix_alpha:
-        a = policy.cutmix_alpha
-        cut_lam = torch.distributions.Beta(a, a).sample((b,)).to(x.device, x.dtype)
+        cut_lam = _beta(policy.cutmix_alpha, b, gen, x.device).to(x.dtype)
         box = _boxes(b, *x.shape[2:], gen, x.device, 1 - cut_lam)
-        cut = torch.where(box, x[partner], x)
+        cut = torch.where(box, other, x)
         kept = 1 - box.to(x.dtype).mean(dim=(1, 2, 3))  # the exact share left after rounding
         out = torch.where(use_cutmix[:, None, None, None], cut, out)
         lam = torch.where(use_cutmix, kept, lam)
     soft = _col(lam, x).view(b, 1) * target + (1 - _col(lam, x).view(b, 1)) * target[partner]
     return out, soft
+
+
+def _beta(alpha: float, n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``n`` draws of Beta(alpha, alpha) on ``device``, without a host sync.
+
+    torch.distributions takes no generator, so these come from torch's global
+    generator of that device (seeded by the trainer and saved in its checkpoints);
+    ``validate_args=False`` skips the argument checks, which would sync, and the
+    concentrations are made on the device, not copied there.
+    """
+    concentration = torch.full((), float(alpha), device=device)
+    return torch.distributions.Beta(concentration, concentration, validate_args=False).sample((n,))

@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,3 +137,29 @@ def test_unknown_recipe_lists_the_known_ones():
 
     with pytest.raises(ConfigError, match="named configs: keras_reference, torch_reference"):
         get_recipe("tf_reference")
+
+
+def test_channels_last_training_at_64px_does_not_crash_the_process(tmp_path):
+    """oneDNN's AVX-512 1x1-convolution backward crashed (SIGSEGV) on 8 -> 16 channels, stride 2,
+    64 px, channels last: the reference recipes' shortcuts at --image-size 64. In a child process,
+    since the crash kills it; the reference recipe at width 8, as the smoke preset runs it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "from trainers.data import Splits\n"
+        "from trainers.loop import train\n"
+        "from trainers.recipes import get_recipe\n"
+        "cfg = get_recipe('torch_reference', epochs=1, data_fraction=1.0, max_width=8)"
+        ".replace(image_size=64, batch_size=64, channels_last=True)\n"
+        "x = torch.randint(0, 255, (128, 3, 64, 64), dtype=torch.uint8); y = torch.arange(128) % 10\n"
+        "s = Splits(train_x=x, train_y=y, val_x=x[:0], val_y=y[:0], classes=tuple('abcdefghij'),"
+        " mean=(0.5,) * 3, std=(0.25,) * 3)\n"
+        "print('trained', train(cfg, s, threads=1).history[-1]['epoch'])\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2], env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "trained 1" in proc.stdout
