@@ -7,6 +7,7 @@ chooses them, the *scheduler* (Ray's ASHA) stops weak trials, the *trainable*
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -14,7 +15,7 @@ import tempfile
 import threading
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,35 +43,174 @@ from trainers.loop import train
 from trainers.plugins import load_payload, plugin_payload
 
 _STATE_FILE = "state.pt"
+DATA_FETCHES = "data_fetches"  # reported: times this trial's worker process fetched the splits
 
 
 # ---------------------------------------------------------------- trainable
 
 
-def trainable(config: dict[str, Any], splits: Splits, threads: int,
-              plugins: list[dict[str, Any]] | None = None) -> None:
+def trial_device(gpu_ids: Sequence[int | str], visible: str | None) -> torch.device:
+    """The device Ray granted a trial: its first GPU, else the CPU.
+
+    ``gpu_ids`` is ``ray.get_gpu_ids()`` in the trial's worker and ``visible``
+    that process's ``CUDA_VISIBLE_DEVICES``. Ray 2.60 no longer empties that
+    variable for a worker granted no GPU (ray-project/ray#54868; see
+    ``RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO`` in ray/_private/accelerators), so a
+    visible GPU says nothing about the grant: no ids, the CPU. A worker granted
+    GPUs gets CUDA_VISIBLE_DEVICES set to those ids in this order
+    (``NvidiaGPUAcceleratorManager.set_current_process_visible_accelerator_ids``),
+    so torch numbers the first one ``cuda:0``; with
+    RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES the variable stays the node's
+    (the ids are a subset of its entries) or unset (the ids are torch's
+    ordinals). The ordinal is the id's place in the list in every case. A
+    fractional grant (``--gpus-per-trial 0.5``) is one id, shared; a trial given
+    several GPUs trains on the first (the trainer uses one device).
+    """
+    if not gpu_ids:
+        return torch.device("cpu")
+    first = str(gpu_ids[0])
+    if visible is None:
+        return torch.device("cuda", int(first))
+    order = [entry.strip() for entry in visible.split(",") if entry.strip()]
+    if first not in order:
+        raise RuntimeError(f"Ray granted GPU {first} but CUDA_VISIBLE_DEVICES is {visible!r}")
+    return torch.device("cuda", order.index(first))
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedSplits:
+    """The study's splits in Ray's object store, behind a handle small enough to pass per trial.
+
+    ``tune.with_parameters`` gets (and unpickles) its arguments for every
+    trial, even in a reused actor: given this handle, only the handle is; the
+    splits themselves are fetched once per worker process (``_WorkerSplits``).
+    """
+
+    key: str
+    ref: Any  # ray.ObjectRef of a Splits: inside a handle, Ray passes the reference, not the value
+
+    @classmethod
+    def put(cls, splits: Splits) -> SharedSplits:
+        return cls(key=uuid.uuid4().hex, ref=ray.put(splits))
+
+
+class _WorkerSplits:
+    """The splits a worker process fetched, kept across the trials it runs, on their device.
+
+    With ``reuse_actors=True`` one process runs trial after trial: the dataset
+    (about 180 MB of uint8 for CIFAR-10) is fetched, unpickled and copied to the
+    GPU once, not once per trial. One study's splits are kept, on one device.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[str, str] | None = None
+        self._splits: Splits | None = None
+        self.fetches = 0
+
+    def get(self, shared: SharedSplits | Splits, device: torch.device) -> Splits:
+        if isinstance(shared, Splits):  # passed by value (a caller of trainable() outside run_trials)
+            return shared
+        with self._lock:
+            if self._key != (shared.key, str(device)):
+                self._key, self._splits = None, None  # the old copy goes before the new one comes
+                splits = ray.get(shared.ref)
+                self.fetches += 1
+                if device.type != "cpu":
+                    # uint8 is cheaper to move than float: the trainer normalises on the device.
+                    splits = dataclasses.replace(
+                        splits, **{name: getattr(splits, name).to(device)
+                                   for name in ("train_x", "train_y", "val_x", "val_y")})
+                self._key, self._splits = (shared.key, str(device)), splits
+            return self._splits
+
+
+_WORKER_SPLITS = _WorkerSplits()
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointPolicy:
+    """When a trial saves its full state, and whether the optimizer's state is part of it.
+
+    ``epochs`` None saves every epoch. Otherwise the state is saved at these
+    epochs and at the trial's last; the other epochs report metrics alone, and a
+    worker that fails resumes from the last saved epoch (the epochs after it run
+    again). Without the optimizer's state a resumed trial restarts its optimizer
+    (momenta, Adam's moments) at the saved epoch: close to, not exactly, the
+    uninterrupted run; the checkpoint shrinks by the optimizer's share (half of
+    it for AdamW, a third for SGD with momentum).
+    """
+
+    epochs: frozenset[int] | None = None
+    optimizer: bool = True
+
+    def saves(self, epoch: int, last_epoch: int) -> bool:
+        return self.epochs is None or epoch in self.epochs or epoch >= last_epoch
+
+
+def checkpoint_epochs(scheduler: str, max_t: int, grace_period: int,
+                      reduction_factor: int) -> frozenset[int] | None:
+    """The epochs a study's trials save their state at, for ``CheckpointPolicy``; None: every one.
+
+    ASHA decides at its rungs, ``grace_period * reduction_factor**k`` epochs up
+    to ``max_t``, and only ever stops a trial there or lets it go on: saving
+    there and at the end is all a stopped trial needs, and a failed worker loses
+    at most the epochs since the last rung. FIFO and the median rule never
+    resume a trial either; they get the same ladder as fault-recovery points.
+    HyperBand pauses trials at milestones of each bracket and resumes them from
+    their last checkpoint, so there every epoch is saved.
+    """
+    if scheduler == "hyperband":
+        return None
+    grace = max(1, min(grace_period, max_t))
+    epochs, rung = {max_t}, grace
+    while rung < max_t:
+        epochs.add(rung)
+        rung *= max(2, reduction_factor)
+    return frozenset(epochs)
+
+
+def trainable(config: dict[str, Any], splits: SharedSplits | Splits, threads: int,
+              plugins: list[dict[str, Any]] | None = None,
+              checkpoints: CheckpointPolicy = CheckpointPolicy(), compile: bool = False) -> None:
     """A Ray Tune function trainable: restore first, then report once per epoch.
 
     The driver's plugins are imported first (once per worker process), so a
-    config may name a model that a plugin registers, on any node.
+    config may name a model that a plugin registers, on any node. The trial
+    trains on the GPU Ray granted it, else on the CPU (:func:`trial_device`);
+    the splits are fetched once per worker process and kept on that device.
+    ``compile`` turns on ``torch.compile`` (CUDA only; the trainer ignores it on
+    the CPU). The state is saved as ``checkpoints`` says; other epochs report
+    metrics only.
     """
     load_payload(plugins or [])
     trial_config = TrialConfig.from_dict(config)
+    if compile:
+        trial_config = trial_config.replace(compile=True)
+    device = trial_device(ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    data = _WORKER_SPLITS.get(splits, device)
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            resume = torch.load(Path(folder) / _STATE_FILE, weights_only=True)
+            # On the CPU first: the worker that saved it may have had another device.
+            resume = torch.load(Path(folder) / _STATE_FILE, map_location="cpu", weights_only=True)
 
     node_id = ray.get_runtime_context().get_node_id()
 
     def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
         metrics["node_id"] = node_id  # which machine of a cluster ran the trial
+        metrics[DATA_FETCHES] = _WORKER_SPLITS.fetches
+        if not checkpoints.saves(int(metrics[M.EPOCH]), trial_config.epochs):
+            tune.report(metrics)
+            return
+        if not checkpoints.optimizer:
+            state = {key: value for key, value in state.items() if key != "optimizer"}
         with tempfile.TemporaryDirectory() as folder:
             torch.save(state, Path(folder) / _STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    train(trial_config, splits, report=report, resume=resume, threads=threads)
+    train(trial_config, data, report=report, resume=resume, device=device, threads=threads)
 
 
 # ---------------------------------------------------------------- searcher
@@ -438,13 +578,18 @@ def run_trials(
     plugins: list[str] | None = None,
     time_budget_s: float | None = None,
     tensorboard: Path | None = None,
+    compile: bool = False,
+    checkpoint_optimizer: bool = True,
 ) -> None:
     """Runs up to ``num_trials`` new trials of ``study`` on Ray Tune, until it has ``wanted`` finished.
 
     ``plugins`` (``--plugin`` specs) are imported by every trial's worker first;
     after ``time_budget_s`` Ray stops the run and its open trials are PRUNED;
     ``tensorboard`` gets one folder of per-epoch scalars per trial, named by
-    its Optuna number.
+    its Optuna number. Trials save their full state only at the scheduler's
+    decision points and at their end (:func:`checkpoint_epochs`), with the
+    optimizer's state unless ``checkpoint_optimizer`` is False; ``compile``
+    turns on ``torch.compile`` in trials on a GPU.
 
     Raises:
         KeyboardInterrupt: Ctrl-C (Ray's own handler, which would stop the run
@@ -474,8 +619,12 @@ def run_trials(
     trial_scheduler = SCHEDULERS[scheduler](max_epochs, grace_period, reduction_factor, metric, mode)
     threads = max(1, math.floor(cpus_per_trial))
     slots = parallel_slots(ray.cluster_resources(), cpus_per_trial, gpus_per_trial)
+    checkpoints = CheckpointPolicy(
+        epochs=checkpoint_epochs(scheduler, max_epochs, grace_period, reduction_factor),
+        optimizer=checkpoint_optimizer)
     run = tune.with_resources(
-        tune.with_parameters(trainable, splits=splits, threads=threads, plugins=plugin_payload(plugins)),
+        tune.with_parameters(trainable, splits=SharedSplits.put(splits), threads=threads,
+                             plugins=plugin_payload(plugins), checkpoints=checkpoints, compile=compile),
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
     )
     reporter = tune.CLIReporter(
@@ -494,7 +643,8 @@ def run_trials(
                                     # time (and duration) would include the wait.
                                     max_concurrent_trials=slots,
                                     # A new trial reuses a finished trial's process:
-                                    # torch is imported and the data fetched once per slot.
+                                    # torch is imported and the data fetched once per
+                                    # slot (SharedSplits, _WorkerSplits).
                                     reuse_actors=True),
         run_config=tune.RunConfig(
             name=run_name,

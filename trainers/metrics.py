@@ -9,6 +9,7 @@ EPOCH = "epoch"
 EPOCH_SECONDS = "epoch_seconds"
 IMAGES_PER_SEC = "images_per_sec"
 TRAIN_SECONDS = "train_seconds"
+COMPILE_SECONDS = "compile_seconds"  # torch.compile before the first epoch; not in train_seconds
 PARAM_COUNT = "param_count"
 FINISHED = "finished"
 DIVERGED = "diverged"
