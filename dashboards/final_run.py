@@ -21,7 +21,7 @@ from dashboards.frame import percent
 from dashboards.page import Block, definitions, section, style, table
 from studies.record import study_folder
 
-__all__ = ["final_blocks", "final_headline", "final_path", "load_final_metrics"]
+__all__ = ["budget_line", "final_blocks", "final_headline", "final_path", "load_final_metrics"]
 
 _SEEDS = (
     "#1f77b4",
@@ -84,6 +84,22 @@ def final_headline(metrics: Mapping[str, Any]) -> str:
     )
 
 
+def budget_line(metrics: Mapping[str, Any]) -> str:
+    """The search's budget and accuracy beside the final run's, or "" for older metrics."""
+    search, final = metrics.get("search_budget"), metrics.get("final_budget")
+    if not isinstance(search, Mapping) or not isinstance(final, Mapping):
+        return ""
+    try:
+        text = (f"Search: {search['epochs']} epochs on {search['data_fraction']:.0%} of train"
+                + (f", validation accuracy {percent(metrics['val_acc'])}" if metrics.get("val_acc") is not None else "")
+                + f". Final run: {final['epochs']} epochs on {final['data_fraction']:.0%} of train + validation"
+                + (f" ({final['minutes']:g} min per seed asked)" if final.get("minutes") else "")
+                + f", test accuracy {percent(metrics['test_acc_mean'])}.")
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return text
+
+
 def final_blocks(metrics: Mapping[str, Any], best_trial: int | None = None) -> list[Block]:
     """The report's final-run section.
 
@@ -102,21 +118,37 @@ def final_blocks(metrics: Mapping[str, Any], best_trial: int | None = None) -> l
         section(
             "Final run: the winner on the test split",
             "final",
-            "The chosen configuration re-trained from scratch on train + validation at the full epoch "
-            "budget, "
-            "once per seed, then evaluated once on the held-out test split, which the search never saw.",
+            "The chosen configuration re-trained from scratch on train + validation at the final run's "
+            "budget, once per seed, then evaluated once on the held-out test split, which the search never saw.",
         )
     ]
     lines = [f'<p class="headline"><b>{html.escape(final_headline(metrics))}</b>']
     if "val_acc" in metrics:
         lines.append(f"; its validation accuracy during the search was {percent(metrics['val_acc'])}")
     lines.append(".</p>")
+    budgets = budget_line(metrics)
+    if budgets:
+        lines.append(f"<p>{html.escape(budgets)}</p>")
     if best_trial is not None and best_trial != metrics["trial"]:
         lines.append(
             f'<p class="empty">The study\'s best trial is now #{best_trial}; this final run re-trained '
             f"#{html.escape(str(metrics['trial']))}. Run studies/final.py again to test the new best.</p>"
         )
     blocks.append("".join(lines))
+    if isinstance(metrics.get("top"), list) and metrics["top"]:
+        top = [t for t in metrics["top"] if isinstance(t, dict)]
+        blocks.append("<h3>The search's best configurations at the final budget (one seed each)</h3>")
+        blocks.append(table(["trial", "search val acc", "final test acc", "final epochs"], [
+            [f"#{t.get('trial')}" + (" (re-trained with every seed)" if t.get("trial") == metrics["trial"] else ""),
+             percent(t.get("val_acc")), percent(t.get("test_acc")), str(t.get("epochs", "-"))] for t in top],
+            table_id="final-top"))
+        rho = metrics.get("top_rank_correlation")
+        if isinstance(rho, int | float):
+            blocks.append(f"<p>Rank correlation (Spearman) of search and final accuracy: {rho:+.2f}. "
+                          "The winner was picked on its first seed's test accuracy; "
+                          + (f"its other seeds, not used to pick it, average "
+                             f"{percent(metrics['test_acc_mean_unselected'])}.</p>"
+                             if isinstance(metrics.get("test_acc_mean_unselected"), int | float) else "</p>"))
     rows = [
         [
             str(run.get("seed", "-")),

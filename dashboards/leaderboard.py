@@ -16,7 +16,7 @@ from pathlib import Path
 
 import optuna
 
-from dashboards.final_run import final_path, load_final_metrics
+from dashboards.final_run import budget_line, final_path, load_final_metrics
 from dashboards.frame import FIXED_COLUMNS, METRIC, format_leaderboard, trials_frame
 from dashboards.report import write_report
 from dashboards.sources import DEFAULT_STORAGE, UserError, open_study
@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if final is not None:
         print(f"final run: {args.final or final_path(args.study, args.results)}")  # a valid name here
+        if budget_line(final):
+            print(budget_line(final))
     print(f"wrote {out}")
     return 0
 

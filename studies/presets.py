@@ -24,6 +24,7 @@ class Preset:
     limits: SpaceLimits
     grace_period: int
     reduction_factor: int
+    final_minutes: float | None = None  # a final run's training time per seed; None: the search's epochs
 
     @property
     def fixed(self) -> dict[str, object]:
@@ -37,7 +38,7 @@ PRESETS = {
                     grace_period=1, reduction_factor=2),
     "quick": Preset("quick", trials=16, epochs=6, data_fraction=0.3, batch_size=128,
                     limits=SpaceLimits(depths=(10, 18), widths=(8, 16), max_epochs=6),
-                    grace_period=1, reduction_factor=3),
+                    grace_period=1, reduction_factor=3, final_minutes=12.0),
     "full": Preset("full", trials=64, epochs=30, data_fraction=1.0, batch_size=256,
                    limits=SpaceLimits(depths=(10, 18, 34), widths=(32, 64, 96, 128),
                                       max_epochs=30),

@@ -59,6 +59,7 @@ BENCHMARK = "benchmark"  # study attribute: what studies/benchmark.py measured a
 # Trial attributes, written by the searcher (studies/tune_adapter.py) and run.py.
 EPOCHS_RUN = "epochs_run"
 TRAIN_SECONDS = "train_seconds"
+IMAGES_PER_SEC = "images_per_sec"  # the last epoch's training throughput (the final run's estimate)
 PARAM_COUNT = "param_count"
 RAY_TRIAL_ID = "ray_trial_id"
 CONFIG = "config"
@@ -204,6 +205,7 @@ def trial_attrs(result: Mapping[str, Any], *, ray_trial_id: str, config: Any, fa
     attrs = {
         EPOCHS_RUN: result.get(M.EPOCH, 0),
         TRAIN_SECONDS: result.get(M.TRAIN_SECONDS, 0.0),
+        IMAGES_PER_SEC: result.get(M.IMAGES_PER_SEC),
         PARAM_COUNT: result.get(M.PARAM_COUNT),
         RAY_TRIAL_ID: ray_trial_id,
         CONFIG: result.get("config") or config,

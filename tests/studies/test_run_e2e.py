@@ -105,3 +105,31 @@ def test_rerun_continues_the_study_without_touching_finished_trials(study_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = snapshot(optuna.load_study(study_name="resnet_cifar-smoke", storage=storage))
     assert after[:4] == before and len(after) == 5
+
+
+def test_top_k_retrains_the_best_distinct_configs_then_the_winner_with_every_seed(study_run):
+    results, common, _ = study_run
+    proc = run("final.py", *common, "--top", 2, "--seeds", 2, "--epochs", 1,
+               "--results", results / "top_k")  # its own final folder, same storage
+    assert proc.returncode == 2 and "no study storage" in proc.stderr  # --results names the storage too
+    proc = run("final.py", *common, "--top", 2, "--seeds", 2, "--epochs", 1,
+               "--storage", f"sqlite:///{results / 'optuna.db'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = results / "final" / "resnet_cifar-smoke"
+    metrics = json.loads((out / "metrics.json").read_text())
+    top = metrics["top"]
+    study = optuna.load_study(study_name="resnet_cifar-smoke", storage=f"sqlite:///{results / 'optuna.db'}")
+    ranked = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))
+    assert [t["trial"] for t in top] == [t.number for t in ranked[:2]]
+    assert [t["val_acc"] for t in top] == [t.value for t in ranked[:2]]
+    for t in top:  # one seed each, at the same budget
+        assert (out / "top" / f"trial_{t['trial']}" / "model_seed0.pt").is_file() and t["epochs"] == 1
+        assert not (out / "top" / f"trial_{t['trial']}" / "model_seed1.pt").exists()
+    winner = max(top, key=lambda t: t["test_acc"])["trial"]
+    assert metrics["trial"] == winner and metrics["seeds"] == [0, 1]
+    seed0 = json.loads((out / "top" / f"trial_{winner}" / "seed0.json").read_text())["run"]
+    assert metrics["runs"][0]["test_acc"] == seed0["test_acc"]  # adopted, not trained again
+    assert metrics["test_acc_mean_unselected"] == metrics["runs"][1]["test_acc"]
+    assert "search val acc" in proc.stdout and "<- best" in proc.stdout
+    page = (results / "resnet_cifar-smoke" / "leaderboard.html").read_text()
+    assert "final-top" in page and "Final run: 1 epochs on 100% of train + validation" in page
