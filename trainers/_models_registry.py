@@ -93,6 +93,11 @@ def list_models() -> list[str]:
     return sorted(_FACTORIES)
 
 
+def builtin_models() -> list[str]:
+    """The families this package defines, without those a plugin registered, sorted."""
+    return sorted(n for n, f in _FACTORIES.items() if f.__module__.startswith("trainers."))
+
+
 def model_info(name: str) -> ModelInfo:
     """The registered metadata of a family.
 

@@ -21,6 +21,7 @@ from trainers import (  # noqa: F401
 from trainers._models_registry import (
     MIN_IMAGE_SIZE,
     ModelInfo,
+    builtin_models,
     count_flops,
     count_parameters,
     create_model,
@@ -32,6 +33,7 @@ from trainers._models_registry import (
 __all__ = [
     "MIN_IMAGE_SIZE",
     "ModelInfo",
+    "builtin_models",
     "count_flops",
     "count_parameters",
     "create_model",
@@ -48,7 +50,7 @@ _EXTRA_TABLE_ROWS = (("resnet", 20), ("resnet", 34), ("vgg", 11))
 def model_table(num_classes: int = 10, image_size: int = 32) -> str:
     """A Markdown table of every family at its canonical depth and width (plus a
     few other depths): trainable parameters and forward GFLOPs for one image."""
-    rows = [(name, model_info(name).default_depth) for name in list_models()]
+    rows = [(name, model_info(name).default_depth) for name in builtin_models()]
     rows = sorted(rows + list(_EXTRA_TABLE_ROWS))
     lines = [
         f"| model | depth | width | params | GFLOPs ({image_size}px) | adapted for 32x32 |",

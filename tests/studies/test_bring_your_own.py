@@ -16,6 +16,9 @@ from torchvision.io import encode_png
 
 from tests.conftest import class_images
 
+# A 2-node cluster, a study, a final run, prediction and export: about 90 s, with the slow tests.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 64
 
@@ -167,7 +170,6 @@ def test_predict_and_the_torchscript_export_agree_on_held_out_images(byo, tmp_pa
         assert abs(float(row.max()) - float(prob)) < 1e-3, path
 
 
-@pytest.mark.slow
 def test_a_time_budget_stops_the_study_and_records_the_cut_trials_as_pruned(tiny_cifar, tmp_path):
     proc = run("run.py", "--preset", "smoke", "--data", tiny_cifar, "--data-fraction", 1, "--results", tmp_path,
                "--cache-dir", tmp_path / "cache", "--epochs", 400, "--trials", 4, "--scheduler", "fifo",

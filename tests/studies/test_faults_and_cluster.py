@@ -83,6 +83,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tiny_cifar, tmp_pa
     assert sorted(retried[0].intermediate_values) == list(range(1, 41))
 
 
+@pytest.mark.slow
 def test_a_two_node_cluster_runs_trials_on_both_nodes(tiny_cifar, tmp_path):
     from ray.cluster_utils import Cluster
 

@@ -55,6 +55,7 @@ def test_a_final_run_plans_its_epochs_from_minutes_and_says_so(tiny_cifar, tmp_p
     assert "Ctrl-C keeps finished seeds" in line and "the search ran 2 epochs on 5% of train" in line
 
 
+@pytest.mark.slow
 def test_a_killed_final_run_keeps_its_finished_seed_and_a_new_budget_is_set_aside(tiny_cifar, tmp_path):
     command = final(tiny_cifar, tmp_path, "--seeds", 2, "--epochs", 20)
     out = tmp_path / "final" / "torch_reference-smoke"

@@ -146,6 +146,7 @@ def five_epoch_study(tiny_cifar, tmp_path_factory):
     return rows
 
 
+@pytest.mark.slow
 def test_a_reused_worker_fetches_the_data_once(five_epoch_study):
     trials_per_pid: dict[int, set] = {}
     for trial, rows in five_epoch_study.items():
@@ -156,6 +157,7 @@ def test_a_reused_worker_fetches_the_data_once(five_epoch_study):
     assert max(len(t) for t in trials_per_pid.values()) >= 2, "no worker was reused: nothing shown"
 
 
+@pytest.mark.slow
 def test_trials_checkpoint_only_at_decision_points_and_the_end(five_epoch_study):
     # The smoke preset's ladder (grace 1, factor 2) up to 5 epochs: 1, 2, 4 and the last.
     for trial, rows in five_epoch_study.items():

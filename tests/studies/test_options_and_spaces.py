@@ -248,6 +248,7 @@ def test_resolved_options_round_trip_through_toml(tmp_path):
     assert args.epochs is None and args.storage is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tunebench-study", "tunebench-final", "tunebench-predict",
                                   "tunebench-export", "tunebench-benchmark"])
 def test_console_scripts_run_the_entry_points(name, tmp_path):

@@ -107,6 +107,7 @@ def test_rerun_continues_the_study_without_touching_finished_trials(study_run):
     assert after[:4] == before and len(after) == 5
 
 
+@pytest.mark.slow
 def test_top_k_retrains_the_best_distinct_configs_then_the_winner_with_every_seed(study_run):
     results, common, _ = study_run
     proc = run("final.py", *common, "--top", 2, "--seeds", 2, "--epochs", 1,
