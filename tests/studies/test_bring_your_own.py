@@ -183,3 +183,19 @@ def test_a_time_budget_stops_the_study_and_records_the_cut_trials_as_pruned(tiny
         assert 0 < t.user_attrs["epochs_run"] < 400 and len(t.intermediate_values) == t.user_attrs["epochs_run"]
         assert t.user_attrs["stopped_by"] == "stopped by the time budget (0.4 min)"
     assert "time budget of 0.4 min reached" in proc.stdout
+
+
+def test_a_64px_study_runs_the_reference_recipes_on_the_cpu(tiny_cifar, tmp_path):
+    """Their 8 -> 16 channel, stride-2 1x1 shortcuts at 64 px crashed oneDNN's AVX-512 kernels in
+    every Ray worker (SIGSEGV, both baselines FAIL); run.py caps the workers' ISA before Ray starts."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    proc = subprocess.run([sys.executable, str(ROOT / "studies" / "run.py"), "--preset", "smoke", "--data",
+                           str(tiny_cifar), "--data-fraction", "1", "--image-size", str(SIZE), "--trials", "2",
+                           "--results", str(tmp_path), "--cache-dir", str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="resnet_cifar-smoke", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.user_attrs.get("recipe") for t in study.trials] == ["keras_reference", "torch_reference"]
+    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
