@@ -3,8 +3,8 @@
 Per study: its trials in the order they finished, with cumulative trial-epochs,
 wall seconds since its first trial started and the best validation accuracy so
 far; its utilization of the parallel slots and its overhead per trial. Per
-strategy (sampler x scheduler): the mean ± std over seeds of those step curves,
-and a summary row.
+strategy (sampler x scheduler): the interquartile mean over seeds of those step
+curves with a bootstrap 95% interval (dashboards/stats.py), and a summary row.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from dashboards import stats
 from dashboards.frame import trial_accuracy
 from studies import record
 
@@ -28,6 +29,7 @@ __all__ = [
     "curves_frame",
     "mean_curves",
     "overhead_per_trial",
+    "pairwise_frame",
     "reach",
     "reference_target",
     "step_values",
@@ -202,7 +204,7 @@ def step_values(xs: Sequence[float], ys: Sequence[float], grid: Sequence[float])
 
 
 def mean_curves(curves: pd.DataFrame, x: str) -> pd.DataFrame:
-    """Mean ± std over seeds of each strategy's best-so-far step curves against ``x``.
+    """Each strategy's best-so-far step curves against ``x``, summarised over seeds.
 
     The grid is every x at which any study's curve steps (and 0), shared by all
     strategies, so the mean of the step functions is exact. A seed's curve holds
@@ -214,13 +216,14 @@ def mean_curves(curves: pd.DataFrame, x: str) -> pd.DataFrame:
         x: ``trial_epochs`` or ``wall_seconds``.
 
     Returns:
-        Columns ``strategy``, ``x``, ``seeds``, and ``best_complete_mean``,
-        ``best_complete_std``, ``best_any_mean``, ``best_any_std`` (std over
-        seeds with ddof 1: NaN for one seed).
+        Columns ``strategy``, ``x``, ``seeds``, and for ``best_complete`` and
+        ``best_any``: ``_mean``, ``_std`` (over seeds with ddof 1: NaN for one
+        seed), ``_iqm`` and ``_lo``/``_hi`` (the IQM's percentile bootstrap 95%
+        interval: NaN for one seed or where a seed has no value yet).
     """
     if curves.empty:
-        return pd.DataFrame(columns=["strategy", "x", "seeds", "best_complete_mean",
-                                     "best_complete_std", "best_any_mean", "best_any_std"])
+        return pd.DataFrame(columns=["strategy", "x", "seeds"] + [
+            f"{y}_{s}" for y in ("best_complete", "best_any") for s in ("mean", "std", "iqm", "lo", "hi")])
     grid = np.unique(np.concatenate([[0.0], curves[x].to_numpy(dtype=float)]))
     parts = []
     for strategy, group in curves.groupby("strategy", sort=False):
@@ -231,6 +234,8 @@ def mean_curves(curves: pd.DataFrame, x: str) -> pd.DataFrame:
             stack = np.vstack([step_values(g[x], g[y], points) for g in seeds])
             part[f"{y}_mean"] = stack.mean(axis=0)
             part[f"{y}_std"] = stack.std(axis=0, ddof=1) if len(seeds) > 1 else np.nan
+            part[f"{y}_iqm"] = stats.iqm(stack, axis=0)
+            part[f"{y}_lo"], part[f"{y}_hi"] = stats.column_intervals(stack)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 
@@ -319,32 +324,62 @@ def reference_target(studies: pd.DataFrame, reference: str) -> float:
 
 
 def strategy_frame(studies: pd.DataFrame) -> pd.DataFrame:
-    """One row per strategy: mean ± std over seeds of :func:`study_frame`'s columns.
+    """One row per strategy: :func:`study_frame`'s columns summarised over seeds.
 
     Returns:
         Columns ``strategy``, ``sampler``, ``scheduler``, ``seeds``, ``trials``
-        (mean), ``best_complete_mean``/``_std``, ``best_any_mean``/``_std``,
-        ``trial_epochs_mean``/``_std``, ``wall_minutes_mean``/``_std``,
+        (mean); for ``best_complete``, ``best_any``, ``trial_epochs`` and
+        ``wall_minutes``: ``_mean``, ``_std``, ``_iqm`` (interquartile mean
+        over seeds) and ``_lo``/``_hi`` (its percentile bootstrap 95%
+        interval, dashboards/stats.py; NaN for one seed);
         ``reached`` (seeds that reached the reference), ``reach_epochs`` and
         ``reach_wall_minutes`` (means over the seeds that reached it),
         ``utilization`` and ``overhead_per_trial`` (means); best
-        ``best_complete_mean`` first.
+        ``best_complete_iqm`` first.
     """
     rows = []
     for strategy, g in studies.groupby("strategy", sort=False):
-        std = (lambda s: s.std(ddof=1)) if len(g) > 1 else (lambda s: math.nan)
-        wall = g["wall_seconds"] / 60
+        row = {"strategy": strategy, "sampler": g["sampler"].iloc[0], "scheduler": g["scheduler"].iloc[0],
+               "seeds": len(g), "trials": g["trials"].mean()}
+        for name, column in (("best_complete", g["best_complete"]), ("best_any", g["best_any"]),
+                             ("trial_epochs", g["trial_epochs"]), ("wall_minutes", g["wall_seconds"] / 60)):
+            values = column.to_numpy(dtype=float)
+            finite = values[np.isfinite(values)]
+            row[f"{name}_mean"] = column.mean()
+            row[f"{name}_std"] = column.std(ddof=1) if len(g) > 1 else math.nan
+            row[f"{name}_iqm"] = stats.iqm(finite) if len(finite) else math.nan
+            row[f"{name}_lo"], row[f"{name}_hi"] = stats.bootstrap_ci(finite)
         rows.append({
-            "strategy": strategy, "sampler": g["sampler"].iloc[0], "scheduler": g["scheduler"].iloc[0],
-            "seeds": len(g), "trials": g["trials"].mean(),
-            "best_complete_mean": g["best_complete"].mean(), "best_complete_std": std(g["best_complete"]),
-            "best_any_mean": g["best_any"].mean(), "best_any_std": std(g["best_any"]),
-            "trial_epochs_mean": g["trial_epochs"].mean(), "trial_epochs_std": std(g["trial_epochs"]),
-            "wall_minutes_mean": wall.mean(), "wall_minutes_std": std(wall),
+            **row,
             "reached": int(g["reach_epochs"].notna().sum()),
             "reach_epochs": g["reach_epochs"].mean(),
             "reach_wall_minutes": (g["reach_wall_seconds"] / 60).mean(),
             "utilization": g["utilization"].mean(), "overhead_per_trial": g["overhead_per_trial"].mean(),
         })
     frame = pd.DataFrame(rows)
-    return frame.sort_values("best_complete_mean", ascending=False, na_position="last", ignore_index=True)
+    return frame.sort_values("best_complete_iqm", ascending=False, na_position="last", ignore_index=True)
+
+
+def pairwise_frame(studies: pd.DataFrame, column: str = "best_complete") -> pd.DataFrame:
+    """For every ordered pair of strategies, the probability that a seed of the first beats one of the second.
+
+    Args:
+        studies: :func:`study_frame`.
+        column: The per-study value compared (higher is better).
+
+    Returns:
+        Columns ``strategy``, ``other``, ``p`` (:func:`dashboards.stats.prob_improvement`),
+        ``lo``, ``hi`` (its bootstrap 95% interval) and ``seeds``/``other_seeds``
+        (the finite values compared); strategies in the frame's order.
+    """
+    groups = {s: g[column].to_numpy(dtype=float) for s, g in studies.groupby("strategy", sort=False)}
+    rows = []
+    for strategy, values in groups.items():
+        for other, others in groups.items():
+            if other == strategy:
+                continue
+            lo, hi = stats.prob_improvement_ci(values, others)
+            rows.append({"strategy": strategy, "other": other, "p": stats.prob_improvement(values, others),
+                         "lo": lo, "hi": hi, "seeds": int(np.isfinite(values).sum()),
+                         "other_seeds": int(np.isfinite(others).sum())})
+    return pd.DataFrame(rows, columns=["strategy", "other", "p", "lo", "hi", "seeds", "other_seeds"])

@@ -17,13 +17,15 @@ import plotly.graph_objects as go
 
 from dashboards.page import Block, section, style, table, write_page
 
-__all__ = ["curve_figure", "overhead_rows", "overhead_text", "summary_rows", "summary_text", "write_report"]
+__all__ = ["curve_figure", "overhead_rows", "overhead_text", "pairwise_rows", "pairwise_text", "rank_figure",
+           "summary_rows", "summary_text", "write_report"]
 
 GOAL_UTILIZATION = 0.90  # the issue's goals for the study driver's overhead
 GOAL_OVERHEAD_SECONDS = 1.0
 _COLORS = plotly.colors.qualitative.Plotly
-_SUMMARY_HEADER = ["strategy", "seeds", "trials", "best val acc (complete)", "best val acc (incl. pruned)",
-                   "trial-epochs", "wall min", "trial-epochs to reach", "wall min to reach", "utilization"]
+_SUMMARY_HEADER = ["strategy", "seeds", "trials", "best val acc (complete): IQM [95% CI]",
+                   "best val acc (incl. pruned): IQM [95% CI]", "trial-epochs: IQM [95% CI]", "wall min: IQM",
+                   "trial-epochs to reach", "wall min to reach", "utilization"]
 _OVERHEAD_HEADER = ["study", "trials", "slots", "compute s", "study wall s", "utilization",
                     "idle slot-s/trial", "start-up s/trial", "driver s", "driver start-up + wrap-up s",
                     "goal met", "note"]
@@ -40,6 +42,15 @@ def _acc(mean: float, std: float) -> str:
     if _missing(mean):
         return "-"
     return f"{100 * mean:.1f}%" if _missing(std) else f"{100 * mean:.1f} ± {100 * std:.1f}%"
+
+
+def _interval(value: float, lo: float, hi: float, digits: int = 1, percent: bool = True) -> str:
+    """``69.5% [68.7, 70.7]``: a value and its interval (just the value when there is none)."""
+    if _missing(value):
+        return "-"
+    scale, unit = (100.0, "%") if percent else (1.0, "")
+    text = f"{scale * value:.{digits}f}{unit}"
+    return text if _missing(lo) else f"{text} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
 
 
 def _num(mean: float, std: float = math.nan, digits: int = 0) -> str:
@@ -59,10 +70,10 @@ def summary_rows(strategies: pd.DataFrame) -> list[list[str]]:
     """The summary table's cells (header: ``_SUMMARY_HEADER``), one row per strategy."""
     return [[
         row["strategy"], str(row["seeds"]), _num(row["trials"], digits=0),
-        _acc(row["best_complete_mean"], row["best_complete_std"]),
-        _acc(row["best_any_mean"], row["best_any_std"]),
-        _num(row["trial_epochs_mean"], row["trial_epochs_std"]),
-        _num(row["wall_minutes_mean"], row["wall_minutes_std"], 1),
+        _interval(row["best_complete_iqm"], row["best_complete_lo"], row["best_complete_hi"]),
+        _interval(row["best_any_iqm"], row["best_any_lo"], row["best_any_hi"]),
+        _interval(row["trial_epochs_iqm"], row["trial_epochs_lo"], row["trial_epochs_hi"], 0, percent=False),
+        _num(row["wall_minutes_iqm"], digits=1),
         _reached(row, row["reach_epochs"], 0), _reached(row, row["reach_wall_minutes"], 1),
         "-" if _missing(row["utilization"]) else f"{row['utilization']:.0%}",
     ] for _, row in strategies.iterrows()]
@@ -90,6 +101,20 @@ def overhead_rows(studies: pd.DataFrame) -> list[list[str]]:
             "; ".join(notes),
         ])
     return rows
+
+
+def pairwise_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The probability-of-improvement matrix: header and rows, P(row's seed beats column's seed) [95% CI]."""
+    names = list(dict.fromkeys([*pairs["strategy"], *pairs["other"]]))
+    cell = {(r["strategy"], r["other"]): _interval(r["p"], r["lo"], r["hi"], 2, percent=False)
+            for _, r in pairs.iterrows()}
+    return (["P(row beats column)", *names],
+            [[a, *("" if a == b else cell.get((a, b), "-") for b in names)] for a in names])
+
+
+def pairwise_text(pairs: pd.DataFrame) -> str:
+    """:func:`pairwise_rows` as plain text, for the terminal."""
+    return _text_table(*pairwise_rows(pairs))
 
 
 def summary_text(strategies: pd.DataFrame) -> str:
@@ -120,7 +145,7 @@ def _rgba(color: str, alpha: float) -> str:
 
 
 def curve_figure(means: pd.DataFrame, x_title: str, x_scale: float = 1.0) -> go.Figure:
-    """Best-so-far validation accuracy, mean line and ± std band per strategy, as steps.
+    """Best-so-far validation accuracy: the IQM over seeds as a line, its bootstrap 95% interval as a band.
 
     Args:
         means: :func:`mean_curves`.
@@ -130,20 +155,22 @@ def curve_figure(means: pd.DataFrame, x_title: str, x_scale: float = 1.0) -> go.
     fig = go.Figure()
     for i, (strategy, g) in enumerate(means.groupby("strategy", sort=False)):
         color, x = _COLORS[i % len(_COLORS)], g["x"] / x_scale
-        mean, std = g["best_complete_mean"], g["best_complete_std"].fillna(0.0)
+        line_y = g["best_complete_iqm"]
+        lo, hi = g["best_complete_lo"].fillna(line_y), g["best_complete_hi"].fillna(line_y)
         step = {"shape": "hv", "width": 0}
-        fig.add_trace(go.Scatter(x=x, y=mean + std, mode="lines", line=step, legendgroup=strategy,
+        fig.add_trace(go.Scatter(x=x, y=hi, mode="lines", line=step, legendgroup=strategy,
                                  showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=x, y=mean - std, mode="lines", line=step, legendgroup=strategy,
+        fig.add_trace(go.Scatter(x=x, y=lo, mode="lines", line=step, legendgroup=strategy,
                                  fill="tonexty", fillcolor=_rgba(color, 0.18), showlegend=False,
                                  hoverinfo="skip"))
         fig.add_trace(go.Scatter(
-            x=x, y=mean, mode="lines", name=f"{strategy} (complete)", legendgroup=strategy,
+            x=x, y=line_y, mode="lines", name=f"{strategy} (complete)", legendgroup=strategy,
             line={"shape": "hv", "color": color, "width": 2.5},
-            customdata=g["best_complete_std"],
-            hovertemplate="%{y:.1%} ± %{customdata:.1%} at %{x:.1f}<extra>" + strategy + "</extra>"))
+            customdata=list(zip(lo, hi, strict=True)),
+            hovertemplate="IQM %{y:.1%} [%{customdata[0]:.1%}, %{customdata[1]:.1%}] at %{x:.1f}<extra>"
+                          + strategy + "</extra>"))
         fig.add_trace(go.Scatter(
-            x=x, y=g["best_any_mean"], mode="lines", name=f"{strategy} (incl. pruned)",
+            x=x, y=g["best_any_iqm"], mode="lines", name=f"{strategy} (incl. pruned)",
             legendgroup=strategy, visible="legendonly",
             line={"shape": "hv", "color": color, "width": 1.5, "dash": "dot"},
             hovertemplate="%{y:.1%} at %{x:.1f}<extra>" + strategy + " incl. pruned</extra>"))
@@ -151,12 +178,27 @@ def curve_figure(means: pd.DataFrame, x_title: str, x_scale: float = 1.0) -> go.
                  yaxis={"title": "best validation accuracy so far", "tickformat": ".0%"})
 
 
+def rank_figure(ranks: pd.DataFrame, x_title: str, x_scale: float = 1.0) -> go.Figure:
+    """Average rank over seeds (1 = best) of each strategy against the budget, as steps."""
+    fig = go.Figure()
+    for i, (strategy, g) in enumerate(ranks.groupby("strategy", sort=False)):
+        fig.add_trace(go.Scatter(
+            x=g["x"] / x_scale, y=g["rank"], mode="lines", name=strategy,
+            line={"shape": "hv", "color": _COLORS[i % len(_COLORS)], "width": 2.5},
+            hovertemplate="rank %{y:.2f} at %{x:.1f}<extra>" + strategy + "</extra>"))
+    count = ranks["strategy"].nunique() if not ranks.empty else 1
+    return style(fig, height=360, xaxis={"title": x_title, "rangemode": "tozero"},
+                 yaxis={"title": "average rank (1 = best)", "autorange": "reversed", "dtick": 1,
+                        "range": [count + 0.1, 0.9]})
+
+
 # ---------------------------------------------------------------- the page
 
 
 def write_report(path: Path, *, title: str, grid: str, budget: str, reference: str, target: float,
                  strategies: pd.DataFrame, studies: pd.DataFrame, by_epochs: pd.DataFrame,
-                 by_wall: pd.DataFrame) -> Path:
+                 by_wall: pd.DataFrame, pairs: pd.DataFrame | None = None,
+                 ranks: pd.DataFrame | None = None) -> Path:
     """Writes the benchmark's self-contained HTML page and returns its path."""
     esc = html.escape
     reach_caption = (
@@ -165,7 +207,7 @@ def write_report(path: Path, *, title: str, grid: str, budget: str, reference: s
         "its seeds of their best COMPLETE accuracy); the mean over the seeds that reached it. "
         "Best val acc (complete) is the fair “best found”: a trial that ran its whole budget. "
         "Incl. pruned also counts a PRUNED trial's last validation accuracy, measured after fewer epochs. "
-        "Mean ± std over seeds (sample std).")
+        f"{_STATS_NOTE}")
     overhead_caption = (
         "Per study. Compute: the sum of every finished trial's own train_seconds (its epochs and "
         "validation). Study wall: from the first trial's start to the last trial's end. "
@@ -184,7 +226,7 @@ def write_report(path: Path, *, title: str, grid: str, budget: str, reference: s
         _verdict(strategies, reference, target, budget),
         section("Best accuracy against trial-epochs", "by-epochs",
                 "Best validation accuracy so far among COMPLETE trials "
-                "(line: mean over seeds; band: ± 1 std) against the epochs all of the study's trials had "
+                "(line: interquartile mean over seeds; band: its bootstrap 95% interval) against the epochs all of the study's trials had "
                 "trained by then, in the order trials finished. Dotted, hidden until clicked in the legend: "
                 "the same counting PRUNED trials' last validation accuracy. A seed keeps its final value "
                 "after its study ended; the line starts once every seed has a COMPLETE trial."),
@@ -195,6 +237,7 @@ def write_report(path: Path, *, title: str, grid: str, budget: str, reference: s
         curve_figure(by_wall, "wall minutes since the first trial started", x_scale=60.0),
         section("Summary", "summary-table", reach_caption),
         table(_SUMMARY_HEADER, summary_rows(strategies), table_id="summary", css="data compare"),
+        *_pairwise_blocks(pairs, ranks),
         section("Overhead", "overhead", overhead_caption),
         table(_OVERHEAD_HEADER, overhead_rows(studies), table_id="overhead-table", css="data compare"),
         ("<footer>Written by studies/benchmark.py from the Optuna storage; the numbers are also in the "
@@ -203,17 +246,46 @@ def write_report(path: Path, *, title: str, grid: str, budget: str, reference: s
     return write_page(path, title, blocks)
 
 
+_STATS_NOTE = (
+    "IQM: the interquartile mean over seeds, the mean of the middle half of their values (3 seeds: "
+    "(lowest + 4 × middle + highest) / 6), robust to one lucky or unlucky seed. [95% CI]: a percentile "
+    "bootstrap interval (4,000 resamples of the seeds, scipy.stats.bootstrap). With 3 seeds an interval is "
+    "wide and coarse: read overlapping intervals as “not shown to differ”.")
+
+
+def _pairwise_blocks(pairs: pd.DataFrame | None, ranks: pd.DataFrame | None) -> list[Block]:
+    blocks: list[Block] = []
+    if pairs is not None and not pairs.empty:
+        header, rows = pairwise_rows(pairs)
+        blocks += [
+            section("Probability of improvement", "improvement",
+                    "P(row beats column): the probability that the best COMPLETE validation accuracy of a "
+                    "seed of the row's strategy is higher than that of a seed of the column's (ties count "
+                    "half; Mann-Whitney U / (n m)), with a bootstrap 95% interval resampling each "
+                    "strategy's seeds. 0.5 is no difference; an interval that leaves out 0.5 is one "
+                    "that the seeds show."),
+            table(header, rows, table_id="improvement-table", css="data compare")]
+    if ranks is not None and not ranks.empty:
+        blocks += [
+            section("Average rank against trial-epochs", "ranks",
+                    "At each point of the budget, the strategies' best-so-far COMPLETE accuracies ranked "
+                    "within each seed (1 = best; none yet ranks last, ties share the mean rank), the "
+                    "ranks averaged over the seeds every strategy ran."),
+            rank_figure(ranks, "trial-epochs (cumulative, all trials)")]
+    return blocks
+
+
 def _verdict(strategies: pd.DataFrame, reference: str, target: float, budget: str) -> str:
     esc = html.escape
     items = [f"<li>{esc(budget)}</li>"]
-    ranked = strategies[strategies["best_complete_mean"].notna()]
+    ranked = strategies[strategies["best_complete_iqm"].notna()]
     if ranked.empty:
         items.append("<li>No study has a COMPLETE trial yet.</li>")
     else:
         top = ranked.iloc[0]
         items.append(f"<li><b>Best: {esc(top['strategy'])}</b>, "
-                     f"{_acc(top['best_complete_mean'], top['best_complete_std'])} best COMPLETE validation "
-                     f"accuracy over {top['seeds']} seed(s).</li>")
+                     f"{_interval(top['best_complete_iqm'], top['best_complete_lo'], top['best_complete_hi'])} "
+                     f"best COMPLETE validation accuracy (IQM [95% CI]) over {top['seeds']} seed(s).</li>")
         ref = strategies[strategies["strategy"] == reference]
         if not _missing(target) and not ref.empty:
             reach = "; ".join(f"{r['strategy']}: {_reached(r, r['reach_epochs'], 0)}"

@@ -8,9 +8,11 @@ studies/run.py in its own process (Ray starts and stops cleanly each time), all
 in one storage (default sqlite:///RESULTS/benchmark.db). Every cell gets the same
 preset and number of finished trials. Re-running the command skips the cells
 already done and continues unfinished ones. Then it writes, from the storage,
-RESULTS/benchmark/SPACE-PRESET.html (best-so-far curves, mean ± std over seeds,
-the summary and the overhead tables), SPACE-PRESET.csv (one row per study) and
-SPACE-PRESET-curves.csv (one row per finished trial of each study).
+RESULTS/benchmark/SPACE-PRESET.html (best-so-far curves: the interquartile mean
+over seeds with a bootstrap 95% interval; the summary, the probability that one
+strategy beats another, average ranks over trial-epochs and the overhead
+table), SPACE-PRESET.csv (one row per study) and SPACE-PRESET-curves.csv (one
+row per finished trial of each study).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dashboards.strategy_frames import (
     StudyRecord,
     curves_frame,
     mean_curves,
+    pairwise_frame,
     reference_target,
     strategy_frame,
     study_frame,
@@ -341,12 +344,14 @@ def _run_cell(args: argparse.Namespace, cell: Cell, name: str, preset: str, tria
 
 def _write_outputs(records: list[StudyRecord], folder: Path, stem: str, reference: str, budget: str,
                    grid: str) -> None:
-    from dashboards.strategy_report import overhead_text, summary_text, write_report
+    from dashboards.stats import average_ranks
+    from dashboards.strategy_report import overhead_text, pairwise_text, summary_text, write_report
 
     curves = curves_frame(records)
     studies = study_frame(records, reference)
     strategies = strategy_frame(studies)
     target = reference_target(studies, reference)
+    pairs = pairwise_frame(studies)
     folder.mkdir(parents=True, exist_ok=True)
     csv, curves_csv = folder / f"{stem}.csv", folder / f"{stem}-curves.csv"
     studies.to_csv(csv, index=False)
@@ -355,11 +360,17 @@ def _write_outputs(records: list[StudyRecord], folder: Path, stem: str, referenc
     page = write_report(folder / f"{stem}.html", title=f"Benchmark: {space}, {preset} preset", grid=grid,
                         budget=budget, reference=reference, target=target, strategies=strategies,
                         studies=studies, by_epochs=mean_curves(curves, "trial_epochs"),
-                        by_wall=mean_curves(curves, "wall_seconds"))
+                        by_wall=mean_curves(curves, "wall_seconds"), pairs=pairs,
+                        ranks=average_ranks(curves, "trial_epochs"))
     pct = "-" if math.isnan(target) else f"{target:.1%}"
-    print(f"\n{budget}\nbest validation accuracy: mean ± std over seeds; 'to reach' = until the best "
-          f"COMPLETE accuracy reached {reference}'s final best ({pct})")
+    print(f"\n{budget}\nbest validation accuracy and trial-epochs: interquartile mean over seeds "
+          f"[percentile bootstrap 95% interval]; 'to reach' = until the best COMPLETE accuracy reached "
+          f"{reference}'s final best ({pct}, the mean of its seeds' bests)")
     print(summary_text(strategies))
+    if not pairs.empty:
+        print("\nprobability that a seed of the row's strategy finds a better best COMPLETE accuracy than a "
+              "seed of the column's [95% interval]:")
+        print(pairwise_text(pairs))
     print("\noverhead per study (utilization = compute / (wall x slots); goal >= 90%, <= 1 s per trial):")
     print(overhead_text(studies))
     print(f"\nHTML: {page.resolve()}\nCSV: {csv.resolve()}\n     {curves_csv.resolve()}")

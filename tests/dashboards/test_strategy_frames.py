@@ -142,3 +142,26 @@ def test_step_values_utilization_and_slots():
     assert sf.overhead_per_trial(90.0, 50.0, 2, 10) == pytest.approx(1.0)
     assert slots(2, 1.0) == 2 and slots(2, 0.5) == 4 and slots(2, 3.0) == 0
     assert slots(16, 2.0, gpus=1, gpus_per_trial=0.25) == 4 and slots(16, 2.0, 1, 1.0) == 1
+
+
+def test_strategy_frame_reports_iqm_with_a_bootstrap_interval(records):
+    strategies = sf.strategy_frame(sf.study_frame(records, "random-fifo")).set_index("strategy")
+    ref, tpe = strategies.loc["random-fifo"], strategies.loc["tpe-asha"]
+    assert ref["best_complete_iqm"] == pytest.approx(0.60)  # 2 seeds: the mean of 0.5 and 0.7
+    assert (ref["best_complete_lo"], ref["best_complete_hi"]) == pytest.approx((0.5, 0.7))
+    assert ref["trial_epochs_iqm"] == 5 and (ref["trial_epochs_lo"], ref["trial_epochs_hi"]) == (4, 6)  # 6 and 4
+    assert tpe["best_complete_iqm"] == pytest.approx(0.62) and math.isnan(tpe["best_complete_lo"])
+
+
+def test_pairwise_frame_and_interval_curves(records):
+    studies = sf.study_frame(records, "random-fifo")
+    pairs = sf.pairwise_frame(studies).set_index(["strategy", "other"])
+    # 0.5 and 0.7 against 0.62: one seed wins, one loses.
+    assert pairs.loc[("random-fifo", "tpe-asha"), "p"] == pytest.approx(0.5)
+    assert pairs.loc[("tpe-asha", "random-fifo"), ["seeds", "other_seeds"]].tolist() == [1, 2]
+    assert (pairs.loc[("random-fifo", "tpe-asha"), "lo"], pairs.loc[("random-fifo", "tpe-asha"), "hi"]) == (0, 1)
+    means = sf.mean_curves(sf.curves_frame(records), "trial_epochs")
+    ref = means[means["strategy"] == "random-fifo"].set_index("x")
+    assert ref.loc[6, "best_complete_iqm"] == pytest.approx(0.60)
+    assert (ref.loc[6, "best_complete_lo"], ref.loc[6, "best_complete_hi"]) == pytest.approx((0.5, 0.7))
+    assert math.isnan(ref.loc[2, "best_complete_lo"])  # seed 0 has no COMPLETE trial yet

@@ -95,7 +95,8 @@ def test_benchmark_runs_the_grid_and_writes_csv_and_html(tiny_cifar, tmp_path):
     page = (results / "benchmark" / "resnet_cifar-smoke.html").read_text()
     assert page.count("plotly.js v") == 1  # embedded once, for two figures
     for text in ("tpe-fifo", "random-fifo", "Equal budget: every cell runs 3 finished trials",
-                 'id="summary"', 'id="overhead-table"', "incl. pruned"):
+                 'id="summary"', 'id="overhead-table"', "incl. pruned", 'id="improvement-table"',
+                 "IQM [95% CI]", "Average rank against trial-epochs"):
         assert text in page
     assert "tpe-fifo" in proc.stdout and "utilization" in proc.stdout
     storage = f"sqlite:///{results / 'benchmark.db'}"
