@@ -22,9 +22,7 @@ import dataclasses
 import datetime
 import math
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ from dashboards.strategy_frames import (
     study_name,
 )
 from studies import cli, record
+from studies.child import run_child
 from studies.presets import PRESETS
 from studies.record import StudySettings
 from studies.strategies import SAMPLERS, SCHEDULER_NAMES
@@ -104,11 +103,8 @@ def _seeds(text: str) -> list[int]:
 def _parser() -> cli.Parser:
     parser = cli.Parser(description=__doc__.split("\n")[0])
     cli.add_common(parser)
-    for action in parser._actions:  # the shared options, as this command uses them
-        if action.dest == "study":
-            action.help = argparse.SUPPRESS  # studies are named by their cell
-        elif action.dest == "storage":
-            action.help = "Optuna RDB URL for the grid's studies (default: sqlite:///RESULTS/benchmark.db)"
+    cli.reword(parser, study=None,  # studies are named by their cell
+               storage="Optuna RDB URL for the grid's studies (default: sqlite:///RESULTS/benchmark.db)")
     parser.add_argument("--samplers", type=_names(sorted(SAMPLERS), "sampler"), default=["tpe", "random"],
                         help="comma-separated Optuna samplers (default: tpe,random)")
     parser.add_argument("--schedulers", type=_names(SCHEDULER_NAMES, "scheduler"), default=["asha", "fifo"],
@@ -148,12 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = cli.parse(_parser(), argv)
     if args.study:
         raise UserError("--study: the benchmark names its studies bench-SPACE-PRESET-SAMPLER-SCHEDULER-sSEED")
-    import warnings
-
     import optuna
 
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cli.quiet_optuna()
     from search_spaces import get_space, space_id, space_label
     from studies import storage as st
     from trainers.plugins import load_plugins
@@ -301,34 +294,12 @@ def _run_cell(args: argparse.Namespace, cell: Cell, name: str, preset: str, tria
     if not args.baselines:
         command.append("--no-baselines")
     log = args.results / "benchmark" / "logs" / f"{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     print(f"{tag} {name}: running {trials - before} trial(s) (log: {log})", flush=True)
     started = datetime.datetime.now(datetime.timezone.utc)
-    with log.open("a") as out:
-        out.write(f"\n=== {started.isoformat(timespec='seconds')}: {' '.join(command)}\n")
-        out.flush()
-        t0 = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, cli.STORAGE_ENV: storage_url})
-        try:
-            status = process.wait()
-        except KeyboardInterrupt:
-            # run.py got the same Ctrl-C: let it close its trials and stop Ray.
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            raise
-        seconds = time.perf_counter() - t0
-    if status == 130:
-        raise KeyboardInterrupt
-    if status != 0:
-        lines = log.read_text(errors="replace").splitlines()
-        said = next((ln for ln in reversed(lines) if ln.startswith("error: ")), None)
-        if status == 2 and said:
-            raise UserError(f"study {name}: {said.removeprefix('error: ')}")
-        return f"study {name}: run.py exited with status {status}; see {log}"
+    try:
+        seconds = run_child(command, log, f"study {name}", env={cli.STORAGE_ENV: storage_url})
+    except RuntimeError as err:
+        return str(err).replace("exited", "run.py exited")
     study = optuna.load_study(study_name=name, storage=storage)
     bench = study.user_attrs.get(BENCH_ATTR) or {}
     run = {"driver_seconds": round(seconds, 3), "started": started.isoformat(timespec="seconds"),

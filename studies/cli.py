@@ -176,6 +176,17 @@ def pick_preset(name: str | None) -> tuple[str, str]:
     return "quick", "no GPU visible; pass --preset full for the GPU budget"
 
 
+def quiet_optuna() -> None:
+    """Optuna's info logs and experimental warnings off: our commands say what they do themselves
+    (set_metric_names and some samplers are "experimental" in Optuna 5)."""
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def main_wrapper(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
     """Turns a user's mistake into one line on stderr and exit status 2."""
 
@@ -202,6 +213,14 @@ def add_options_file(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--options", type=Path, metavar="FILE.toml",
                         help="read options from a TOML file (keys as the flags without --, e.g. "
                         f"trials = 8); flags given here override it; each study writes its own {OPTIONS_FILE}")
+
+
+def reword(parser: argparse.ArgumentParser, **helps: str | None) -> None:
+    """Rewords the help of shared options (by dest) for a command that uses them its own way;
+    None hides one."""
+    actions = _actions(parser)
+    for dest, text in helps.items():
+        actions[dest].help = argparse.SUPPRESS if text is None else text
 
 
 def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:

@@ -492,13 +492,22 @@ class _Runner:
                 "data": self.dataset.source, "provenance": provenance(),
                 "final_budget": {**self.budget, "epochs": config.epochs, "data_fraction": self.data_fraction,
                                  "images_per_epoch": plan["images_per_epoch"]},
-                "search_budget": dict(plan["search"])}
+                "search_budget": dict(plan["search"]), "model_cost": _model_cost(config, len(self.dataset.classes))}
 
     def write_metrics(self, folder: Path, metrics: dict[str, Any]) -> None:
         from studies.files import atomic_write_text
 
         atomic_write_text(folder / "config.json", json.dumps(metrics["config"], indent=2))
         atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
+
+
+def _model_cost(config: Any, num_classes: int) -> dict[str, int]:
+    """The final model's trainable parameters and forward FLOPs per image (trainers.models)."""
+    from trainers.models import count_flops, count_parameters, create_model
+
+    model = create_model(config.model, num_classes, depth=config.depth, width=config.width,
+                         drop_path=config.drop_path, image_size=config.image_size)
+    return {"params": count_parameters(model), "flops": count_flops(model, config.image_size)}
 
 
 def _read_json(path: Path) -> dict[str, Any]:

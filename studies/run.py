@@ -76,6 +76,10 @@ def _parser() -> cli.Parser:
                         help="seconds without a heartbeat after which another driver of the study "
                              f"fails a trial whose driver died (default: {DEFAULT_STALE_AFTER}; a dead "
                              "driver on this machine is noticed at once)")
+    parser.add_argument("--models", metavar="NAME,...",
+                        help="comma-separated model families a space that chooses the family may pick "
+                        "from (cifar_zoo; default: every registered one); the default study name ends "
+                        "with them, e.g. cifar_zoo-quick-vgg+resnet")
     parser.add_argument("--enqueue", type=Path, metavar="FILE.json",
                         help="run these known-good configs first: a JSON list of objects mapping the "
                         "space's parameters to values, e.g. [{\"depth\": 10, \"lr\": 0.003}]")
@@ -140,15 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: Any) -> Any:
-    import warnings
-
     import optuna
     import torch
 
-    # set_metric_names and some samplers are "experimental" in Optuna 5: say it once, here.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run says what it does itself
-
+    cli.quiet_optuna()
     from search_spaces import SpaceLimits, get_space, space_id, space_label
     from studies import storage as st
     from trainers.data import load_dataset, make_splits
@@ -162,8 +161,11 @@ def _run(args: Any) -> Any:
     enqueued = read_enqueue(args.enqueue) if args.enqueue else []
     preset_name, why = cli.pick_preset(args.preset)
     preset = PRESETS[preset_name]
+    models = parse_models(args.models, list_models()) if args.models else None
     study_name = cli.study_name(args.study) if args.study else study_name_for(space_label(args.space),
                                                                               preset_name, objectives)
+    if models and not args.study:
+        study_name = cli.study_name(f"{study_name}-{'+'.join(models)}")
     print(f"preset: {preset_name} ({why})")
     fixed = {**preset.fixed}
     if args.epochs:
@@ -172,7 +174,7 @@ def _run(args: Any) -> Any:
         fixed["data_fraction"] = args.data_fraction
     if args.image_size:
         fixed["image_size"] = args.image_size
-    limits = dataclasses.replace(preset.limits, max_epochs=fixed["epochs"], models=tuple(list_models()))
+    limits = dataclasses.replace(preset.limits, max_epochs=fixed["epochs"], models=tuple(models or list_models()))
     trials_wanted = args.trials or preset.trials
     gpu = torch.cuda.is_available()
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if gpu else 0.0)
@@ -191,7 +193,7 @@ def _run(args: Any) -> Any:
         print("note: --compile is ignored: the trials run on the CPU (torch.compile is used on CUDA only)")
 
     # The space is sampled once in memory, and every --enqueue entry checked, before anything is stored.
-    check_space(space, args.space, fixed, limits, enqueued, args.enqueue)
+    check_space(space, args.space, fixed, limits, enqueued, args.enqueue, restricted=bool(models))
     results = cli.writable_folder(args.results, "--results")
     storage_url = cli.storage_url(args)
     storage = st.open_storage(storage_url, stale_after=args.stale_after)  # before the data: fail fast
@@ -212,6 +214,9 @@ def _run(args: Any) -> Any:
         data_source=args.data or "cifar10-download", objectives=objectives, sampler=args.sampler,
         scheduler=args.scheduler, baselines=not args.no_baselines, seed=args.seed)
     study, stored = st.open_study(storage, study_name, settings)
+    if models and stored.limits and list(stored.limits.get("models") or []) != list(models):
+        raise UserError(f"study {study_name!r} was run with models {', '.join(stored.limits.get('models') or [])}, "
+                        f"not --models {','.join(models)}; repeat its models or pass another --study")
     limits = SpaceLimits.from_dict(dict(stored.limits)) if stored.limits else limits
     _write_options(args, results, study_name, storage_url, preset=preset_name, trials=trials_wanted,
                    cpus_per_trial=cpus, gpus_per_trial=gpus)
@@ -281,14 +286,20 @@ def read_enqueue(path: Path) -> list[dict[str, Any]]:
 
 
 def check_space(space: Any, spec: str, fixed: dict[str, Any], limits: Any,
-                enqueued: Sequence[dict[str, Any]] = (), enqueue_file: Any = None) -> None:
+                enqueued: Sequence[dict[str, Any]] = (), enqueue_file: Any = None,
+                restricted: bool = False) -> None:
     """Samples the space once in an in-memory study, and each ``--enqueue`` entry, and checks
     the configs they make: a mistake fails here, before any trial is stored.
+
+    Args:
+        restricted: ``--models`` was given, so the config's model must be one of
+            ``limits.models`` (a space that does not choose the family ignores them).
 
     Raises:
         UserError: the space raised, returned no dict, or made an invalid config (an
             unknown key is named with the closest valid one); an entry names a parameter
-            the space does not suggest or a value outside its range.
+            the space does not suggest or a value outside its range; a space that
+            ignores ``--models``.
     """
     import difflib
     import warnings
@@ -330,9 +341,33 @@ def check_space(space: Any, spec: str, fixed: dict[str, Any], limits: Any,
         if params is not None:
             _check_params(params, trial, where, difflib)
         try:
-            TrialConfig.from_dict({**fixed, **config})
+            made = TrialConfig.from_dict({**fixed, **config})
         except UserError as err:
             raise UserError(f"{where}: {err}") from None
+        if restricted and made.model not in limits.models:
+            raise UserError(f"{where} chose model {made.model!r}, not one of --models "
+                            f"{','.join(limits.models)}: --models restricts spaces that choose the family "
+                            "(cifar_zoo); drop it for this space")
+
+
+def parse_models(text: str, known: Sequence[str], flag: str = "--models") -> tuple[str, ...]:
+    """``--models a,b``: registered model families, in the order given, without repeats.
+
+    Raises:
+        UserError: an empty list or an unknown name (the known ones are listed).
+    """
+    import difflib
+
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise UserError(f"{flag} {text!r}: give comma-separated families, e.g. resnet,vgg")
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            raise UserError(f"{flag}: unknown model {name!r}"
+                            f"{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                            f"known models: {', '.join(known)}")
+    return names
 
 
 def _check_params(params: dict[str, Any], trial: Any, where: str, difflib: Any) -> None:

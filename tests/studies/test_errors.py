@@ -49,6 +49,10 @@ CASES = {
                             "is a file; pass --cache-dir a folder"),
     "results is a file": (["--data", "{good}", "--results", "{blocker}"], "--results '{blocker}' is a file"),
     "results not writable": (["--data", "{good}", "--results", "{blocker}/sub"], "is not writable"),
+    "unknown model in --models": (["--space", "cifar_zoo", "--models", "vgg,resnett"],
+                                  "--models: unknown model 'resnett' (did you mean 'resnet'?); known models:"),
+    "--models for a space that ignores it": (["--data", "{good}", "--models", "vgg"],
+                                             "--space resnet_cifar chose model 'resnet', not one of --models vgg"),
 }
 
 

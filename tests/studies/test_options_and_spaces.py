@@ -250,7 +250,7 @@ def test_resolved_options_round_trip_through_toml(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["tunebench-study", "tunebench-final", "tunebench-predict",
-                                  "tunebench-export", "tunebench-benchmark"])
+                                  "tunebench-export", "tunebench-benchmark", "tunebench-families"])
 def test_console_scripts_run_the_entry_points(name, tmp_path):
     script = Path(sys.executable).parent / name
     assert script.exists(), f"{name} is not installed: pip install -e . again after pyproject.toml changed"
