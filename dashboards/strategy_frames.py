@@ -47,20 +47,24 @@ _TOLERANCE = 1e-9  # a mean of equal accuracies can land an ulp above each of th
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One cell of the grid: a sampler, a scheduler and a seed."""
+    """One cell of the grid: a sampler, a scheduler, a variant of the options ("" for none) and a seed."""
 
     sampler: str
     scheduler: str
     seed: int
+    variant: str = ""
 
     @property
     def strategy(self) -> str:
-        return f"{self.sampler}-{self.scheduler}"
+        """``tpe-asha``, or ``tpe-asha+VARIANT``: what the benchmark compares, over seeds."""
+        return f"{self.sampler}-{self.scheduler}" + (f"+{self.variant}" if self.variant else "")
 
 
 def study_name(space: str, preset: str, cell: Cell) -> str:
-    """The study a cell runs as, e.g. ``bench-resnet_cifar-quick-tpe-asha-s0``."""
-    return f"bench-{space}-{preset}-{cell.sampler}-{cell.scheduler}-s{cell.seed}"
+    """The study a cell runs as, e.g. ``bench-resnet_cifar-quick-tpe-asha-s0``
+    (``...-tpe-asha-VARIANT-s0`` for a variant)."""
+    variant = f"-{cell.variant}" if cell.variant else ""
+    return f"bench-{space}-{preset}-{cell.sampler}-{cell.scheduler}{variant}-s{cell.seed}"
 
 
 @dataclasses.dataclass(frozen=True)

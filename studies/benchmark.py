@@ -22,6 +22,7 @@ import dataclasses
 import datetime
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -100,6 +101,46 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+# run.py options the benchmark sets for every cell itself: a variant may not change them.
+_CELL_OPTIONS = ("study", "storage", "results", "seed", "sampler", "scheduler", "trials", "data", "cache_dir",
+                 "preset", "options", "address", "cpus_per_trial", "gpus_per_trial", "objectives", "image_size",
+                 "plugin")
+_VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """``--variant NAME=FILE.toml``: run.py options (a lever) every cell of this variant adds."""
+
+    name: str
+    file: Path | None
+    values: dict[str, Any]  # run.py's options by dest, checked as its flags would be
+
+    def describe(self) -> str:
+        given = ", ".join(f"{k.replace('_', '-')}={v}" for k, v in self.values.items())
+        return f"{self.name} ({given or 'no options'})"
+
+
+def _variant(text: str) -> Variant:
+    name, sep, file = text.partition("=")
+    if not _VARIANT_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"variant name {name!r}: use lowercase letters, digits and _ "
+                                         "(at most 32), e.g. grace2=grace2.toml")
+    if not sep or not file:
+        return Variant(name, None, {})
+    from studies import run
+
+    path = Path(file)
+    where = f"--variant {name}={file}"
+    values = run.checked_options(cli.read_options_file(path, where), where)
+    refused = [k for k in values if k in _CELL_OPTIONS]
+    if refused:
+        raise argparse.ArgumentTypeError(
+            f"{file}: {refused[0].replace('_', '-')} is set by the benchmark for every cell; a variant may "
+            "change the other run.py options (space, grace-period, epochs, no-baselines, ...)")
+    return Variant(name, path, values)
+
+
 def _parser() -> cli.Parser:
     parser = cli.Parser(description=__doc__.split("\n")[0])
     cli.add_common(parser)
@@ -112,6 +153,11 @@ def _parser() -> cli.Parser:
     parser.add_argument("--strategies", type=_strategies,
                         help="comma-separated SAMPLER-SCHEDULER pairs to run instead of the full grid "
                              "of --samplers x --schedulers, e.g. tpe-asha,random-fifo")
+    parser.add_argument("--variant", type=_variant, action="append", default=[], metavar="NAME[=FILE.toml]",
+                        help="compare variants of run.py's options (repeatable): every strategy runs once "
+                        "per variant, with the options in FILE.toml (e.g. grace_period = 2, or space = "
+                        "'weak_aug.py'); NAME alone is the options as given; strategies become "
+                        "SAMPLER-SCHEDULER+NAME")
     parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2],
                         help="comma-separated seeds (default: 0,1,2)")
     parser.add_argument("--trials", type=cli.positive_int,
@@ -159,25 +205,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     preset = PRESETS[preset_name]
     pairs = args.strategies or [(sampler, scheduler) for sampler in args.samplers
                                 for scheduler in args.schedulers]
+    variants = {v.name: v for v in args.variant}
+    if len(variants) < len(args.variant):
+        raise UserError("--variant: a variant name is repeated")
+    for v in variants.values():
+        if "space" in v.values:  # its unknown space fails here too
+            get_space(v.values["space"])
     # Seed by seed, so that a grid stopped half-way still compares every strategy.
-    cells = [Cell(sampler, scheduler, seed) for seed in args.seeds for sampler, scheduler in pairs]
+    cells = [Cell(sampler, scheduler, seed, variant) for seed in args.seeds for sampler, scheduler in pairs
+             for variant in (variants or [""])]
     strategies = list(dict.fromkeys(c.strategy for c in cells))
     reference = args.reference or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in strategies else strategies[0])
     if reference not in strategies:
         raise UserError(f"--reference {reference!r} is not in the grid; strategies: {', '.join(strategies)}")
     trials = args.trials or preset.trials
-    fixed = {**preset.fixed}
-    if args.epochs:
-        fixed["epochs"] = args.epochs
-    if args.data_fraction:
-        fixed["data_fraction"] = args.data_fraction
-    if args.image_size:
-        fixed["image_size"] = args.image_size
+    fixed = _fixed(preset, vars(args))
     budget = (f"Equal budget: every cell runs {trials} finished trials of the {preset_name} preset "
               f"({fixed['epochs']} epochs, {fixed['data_fraction']:.0%} of train, "
               f"batch {fixed['batch_size']}), "
               f"{'the reference recipes first, then ' if args.baselines else 'all '}"
-              "the strategy's own; schedulers that stop trials early spend fewer trial-epochs.")
+              "the strategy's own; schedulers that stop trials early spend fewer trial-epochs."
+              + (f" Variants: {'; '.join(v.describe() for v in variants.values())}." if variants else ""))
     print(f"preset: {preset_name} ({why})")
     print(f"grid: {len(pairs)} strategies ({', '.join(strategies)}) x "
           f"{len(args.seeds)} seeds = {len(cells)} studies; reference: {reference}")
@@ -193,12 +241,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainers.data import load_dataset
 
     dataset = load_dataset(args.data, image_size=fixed.get("image_size", 32), cache_dir=args.cache_dir)
-    limits = dataclasses.replace(preset.limits, max_epochs=fixed["epochs"])
     names = [study_name(space_label(args.space), preset_name, cell) for cell in cells]
-    finished = [_finished(storage, name, build_settings(
-        space=space_id(args.space), preset=preset_name, fixed=fixed, limits=limits, data=dataset.fingerprint(),
-        data_source=args.data, objectives=[M.VAL_ACC], sampler=cell.sampler, scheduler=cell.scheduler,
-        baselines=args.baselines, seed=cell.seed)) for cell, name in zip(cells, names, strict=True)]
+    finished = []
+    for cell, name in zip(cells, names, strict=True):
+        opts = _cell_options(args, variants.get(cell.variant))
+        cell_fixed = _fixed(preset, opts)
+        finished.append(_finished(storage, name, build_settings(
+            space=space_id(opts["space"]), preset=preset_name, fixed=cell_fixed,
+            limits=dataclasses.replace(preset.limits, max_epochs=cell_fixed["epochs"]),
+            data=dataset.fingerprint(), data_source=args.data, objectives=[M.VAL_ACC], sampler=cell.sampler,
+            scheduler=cell.scheduler, baselines=opts["baselines"], seed=cell.seed)))
     del dataset
     resources: dict[str, Any] | None = None
     for i, (cell, name, done) in enumerate(zip(cells, names, finished, strict=True), 1):
@@ -207,8 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{i}/{len(cells)}] {name}: {done} finished trials{more}, skipped", flush=True)
             continue
         resources = resources or _resources(args.cpus_per_trial, args.gpus_per_trial)
-        failed = _run_cell(args, cell, name, preset_name, trials, storage_url, storage, resources,
-                           f"[{i}/{len(cells)}]", done or 0)
+        failed = _run_cell(args, cell, variants.get(cell.variant), name, preset_name, trials, storage_url,
+                           storage, resources, f"[{i}/{len(cells)}]", done or 0)
         if failed:  # a crash, not the user's mistake: say where its traceback is
             print(f"error: {failed}", file=sys.stderr)
             return 1
@@ -222,6 +274,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------- running the cells
+
+
+def _cell_options(args: argparse.Namespace, variant: Variant | None) -> dict[str, Any]:
+    """The options a cell's study differs by: the benchmark's, with its variant's on top."""
+    values = variant.values if variant else {}
+    opts = {key: values.get(key, getattr(args, key)) for key in ("space", "epochs", "data_fraction")}
+    opts["image_size"] = args.image_size
+    opts["baselines"] = not values["no_baselines"] if "no_baselines" in values else args.baselines
+    return opts
+
+
+def _fixed(preset: Any, opts: dict[str, Any]) -> dict[str, Any]:
+    """The preset's fixed config values, with ``--epochs``, ``--data-fraction`` and ``--image-size``."""
+    fixed = {**preset.fixed}
+    for key in ("epochs", "data_fraction", "image_size"):
+        if opts.get(key):
+            fixed[key] = opts[key]
+    return fixed
 
 
 def _finished(storage: Any, name: str, expected: StudySettings) -> int | None:
@@ -269,8 +339,8 @@ def _resources(cpus_per_trial: float | None, gpus_per_trial: float | None) -> di
     return {"cpus": cpus, "gpus": gpus, "cpus_per_trial": cpt, "gpus_per_trial": gpt, "slots": fits}
 
 
-def _run_cell(args: argparse.Namespace, cell: Cell, name: str, preset: str, trials: int, storage_url: str,
-              storage: Any, resources: dict[str, Any], tag: str, before: int) -> str | None:
+def _run_cell(args: argparse.Namespace, cell: Cell, variant: Variant | None, name: str, preset: str, trials: int,
+              storage_url: str, storage: Any, resources: dict[str, Any], tag: str, before: int) -> str | None:
     """Runs (or continues) one cell's study with run.py in a child process, timing it.
 
     Returns None, or what went wrong when run.py crashed.
@@ -281,17 +351,21 @@ def _run_cell(args: argparse.Namespace, cell: Cell, name: str, preset: str, tria
 
     # The storage URL goes by environment: a password must not show in the
     # process list or in the log's command line.
-    command = [sys.executable, str(_ROOT / "studies" / "run.py"), "--space", args.space, "--preset", preset,
+    opts = _cell_options(args, variant)
+    # The variant's options first, as a file: the flags below override what the benchmark sets itself.
+    options = ["--options", str(variant.file)] if variant and variant.file else []
+    command = [sys.executable, str(_ROOT / "studies" / "run.py"), *options, "--space", opts["space"],
+               "--preset", preset,
                "--trials", str(trials), "--seed", str(cell.seed), "--sampler", cell.sampler,
                "--scheduler", cell.scheduler, "--study", name, "--results", str(args.results), "--cpus-per-trial", f"{resources['cpus_per_trial']:g}",
                "--gpus-per-trial", f"{resources['gpus_per_trial']:g}"]
-    for flag, value in (("--data", args.data), ("--cache-dir", args.cache_dir), ("--epochs", args.epochs),
-                        ("--data-fraction", args.data_fraction), ("--image-size", args.image_size)):
+    for flag, value in (("--data", args.data), ("--cache-dir", args.cache_dir), ("--epochs", opts["epochs"]),
+                        ("--data-fraction", opts["data_fraction"]), ("--image-size", args.image_size)):
         if value is not None:
             command += [flag, str(value)]
     for plugin in args.plugin:
         command += ["--plugin", plugin]
-    if not args.baselines:
+    if not opts["baselines"]:
         command.append("--no-baselines")
     log = args.results / "benchmark" / "logs" / f"{name}.log"
     print(f"{tag} {name}: running {trials - before} trial(s) (log: {log})", flush=True)

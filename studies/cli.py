@@ -276,18 +276,20 @@ def options_from(parser: argparse.ArgumentParser, values: dict[str, object], whe
     return out
 
 
-def read_options_file(path: Path) -> dict[str, object]:
+def read_options_file(path: Path, where: str | None = None) -> dict[str, object]:
+    """A TOML file of options; ``where`` names it in errors (default ``--options 'PATH'``)."""
     import tomllib
 
+    where = where or f"--options {str(path)!r}"
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise UserError(f"--options {str(path)!r}: no such file") from None
+        raise UserError(f"{where}: no such file") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"--options {str(path)!r} cannot be read: {err}") from None
+        raise UserError(f"{where} cannot be read: {err}") from None
     except tomllib.TOMLDecodeError as err:
-        raise UserError(f"--options {str(path)!r} is not valid TOML: {err}") from None
+        raise UserError(f"{where} is not valid TOML: {err}") from None
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

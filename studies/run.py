@@ -69,6 +69,9 @@ def _parser() -> cli.Parser:
                         "other objectives than the default make another study (its name says them)")
     parser.add_argument("--scheduler", choices=SCHEDULER_NAMES, default="asha",
                         help="Ray scheduler that stops weak trials (default: asha; fifo stops none)")
+    parser.add_argument("--grace-period", type=cli.positive_int, metavar="EPOCHS",
+                        help="epochs every trial runs before ASHA (or Hyperband) may stop it "
+                        "(default: the preset's: smoke and quick 1, full 3)")
     parser.add_argument("--no-baselines", action="store_true",
                         help="do not start the study with the reference recipes (torch_reference, "
                              "keras_reference): every trial is the sampler's")
@@ -96,6 +99,15 @@ def _parser() -> cli.Parser:
                         "half the disk (AdamW) and restarts the optimizer on resume")
     cli.add_options_file(parser)
     return parser
+
+
+def checked_options(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """run.py's options from a mapping (a TOML file's), by dest, checked as the flags would be.
+
+    Raises:
+        UserError: an unknown option (with the closest one) or a value its flag refuses.
+    """
+    return cli.options_from(_parser(), values, where)
 
 
 def study_name_for(space: str, preset: str, objectives: Sequence[str]) -> str:
@@ -241,7 +253,7 @@ def _run(args: Any) -> Any:
         run_trials(
             space=functools.partial(_space_with_fixed, space=space, limits=limits, fixed=fixed),
             study=study, storage=storage, wanted=trials_wanted, num_trials=remaining,
-            splits=splits, max_epochs=fixed["epochs"], grace_period=preset.grace_period,
+            splits=splits, max_epochs=fixed["epochs"], grace_period=args.grace_period or preset.grace_period,
             reduction_factor=preset.reduction_factor, cpus_per_trial=cpus, gpus_per_trial=gpus,
             results_dir=results / "ray", run_name=f"{study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
             address=args.address, scheduler=args.scheduler, objectives=objectives,

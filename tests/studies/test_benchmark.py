@@ -28,12 +28,26 @@ BAD = {
     "a study name": (["--study", "mine"], "--study: the benchmark names its studies"),
     "unknown strategy": (["--strategies", "tpe-asha,random-bogus"],
                          "--strategies: unknown strategy 'random-bogus'; expected SAMPLER-SCHEDULER"),
+    "bad variant name": (["--variant", "Grace/2"], "variant name 'Grace/2': use lowercase letters"),
+    "variant file missing": (["--variant", "g2=/no/such.toml"], "--variant g2=/no/such.toml: no such file"),
+    "variant sets what the benchmark sets": (["--variant", "v={trials_toml}"],
+                                             "trials is set by the benchmark for every cell"),
+    "variant with a typo": (["--variant", "v={typo_toml}"],
+                            "unknown option 'grace_periods' (did you mean 'grace-period'?)"),
+    "variant with a bad value": (["--variant", "v={zero_toml}"], "grace_period: must be at least 1"),
+    "repeated variant": (["--variant", "a", "--variant", "a"], "--variant: a variant name is repeated"),
+    "variant with an unknown space": (["--variant", "v={space_toml}"], "unknown search space 'nope'"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_gets_one_line_and_status_2(case, capsys, tmp_path):
     args, expected = BAD[case]
+    files = {"trials_toml": "trials = 3\n", "typo_toml": "grace_periods = 2\n", "zero_toml": "grace_period = 0\n",
+             "space_toml": 'space = "nope"\n'}
+    for key, text in files.items():
+        (tmp_path / f"{key}.toml").write_text(text)
+    args = [a.format(**{k: tmp_path / f"{k}.toml" for k in files}) for a in args]
     try:
         status = bm.main(["--preset", "smoke", "--results", str(tmp_path), *args])
     except SystemExit as exit_:  # argparse's errors
@@ -107,3 +121,27 @@ def test_benchmark_runs_the_grid_and_writes_csv_and_html(tiny_cifar, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("3 finished trials, skipped") == 2
     assert optuna.load_study(study_name=names[0], storage=storage).user_attrs["benchmark"]["runs"] == runs
+
+
+@pytest.mark.slow
+def test_variants_run_each_strategy_once_per_variant(tiny_cifar, tmp_path):
+    """--variant compares levers: the same strategy with and without a run.py option, as two strategies."""
+    (tmp_path / "short.toml").write_text("epochs = 1\ngrace_period = 1\n")
+    results = tmp_path / "results"
+    command = [sys.executable, str(ROOT / "studies" / "benchmark.py"), "--preset", "smoke",
+               "--strategies", "random-fifo", "--variant", "base", "--variant", f"short={tmp_path / 'short.toml'}",
+               "--seeds", "0", "--trials", "2", "--data", str(tiny_cifar), "--data-fraction", "1",
+               "--results", str(results), "--cache-dir", str(tmp_path / "cache")]
+    proc = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    studies = pd.read_csv(results / "benchmark" / "resnet_cifar-smoke.csv").set_index("study")
+    base, short = "bench-resnet_cifar-smoke-random-fifo-base-s0", "bench-resnet_cifar-smoke-random-fifo-short-s0"
+    assert studies.loc[base, "strategy"] == "random-fifo+base" and studies.loc[short, "strategy"] == "random-fifo+short"
+    # The smoke preset's 2 epochs per trial against the variant's 1: 4 and 2 trial-epochs.
+    assert (studies.loc[base, "trial_epochs"], studies.loc[short, "trial_epochs"]) == (4, 2)
+    assert "Variants: base (no options); short (epochs=1, grace-period=1)" in proc.stdout
+    storage = f"sqlite:///{results / 'benchmark.db'}"
+    settings = optuna.load_study(study_name=short, storage=storage).user_attrs["settings"]
+    assert settings["fixed"]["epochs"] == 1
+    again = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert again.returncode == 0 and again.stdout.count("2 finished trials, skipped") == 2, again.stderr[-2000:]
