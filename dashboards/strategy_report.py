@@ -187,9 +187,10 @@ def rank_figure(ranks: pd.DataFrame, x_title: str, x_scale: float = 1.0) -> go.F
             line={"shape": "hv", "color": _COLORS[i % len(_COLORS)], "width": 2.5},
             hovertemplate="rank %{y:.2f} at %{x:.1f}<extra>" + strategy + "</extra>"))
     count = ranks["strategy"].nunique() if not ranks.empty else 1
+    # Rank 1 at the top: a reversed fixed range, with a tick at every half rank.
     return style(fig, height=360, xaxis={"title": x_title, "rangemode": "tozero"},
-                 yaxis={"title": "average rank (1 = best)", "autorange": "reversed", "dtick": 1,
-                        "range": [count + 0.1, 0.9]})
+                 yaxis={"title": "average rank (1 = best)", "range": [count + 0.15, 0.85],
+                        "tickmode": "array", "tickvals": [1 + i / 2 for i in range(2 * count - 1)]})
 
 
 # ---------------------------------------------------------------- the page
