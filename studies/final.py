@@ -419,7 +419,21 @@ class _Runner:
         done = _read_json(source / f"seed{seed}.json")
         if done.get("key") != key:
             return
-        _move_aside(target, _read_json(target / "plan.json").get("key"), keep=key)
+        earlier = _read_json(target / "plan.json")
+        _move_aside(target, earlier.get("key"), keep=key)
+        if earlier.get("key") == key and earlier.get("config", {}).get("epochs") != config.epochs:
+            # The same request was planned before (a plain final run of this trial) and its probe
+            # gave other epochs. Seeds it finished are kept, and the others follow its plan; with
+            # none finished, this run's plan and seed replace it. Never a mix of the two plans.
+            finished = sorted(int(f.stem.removeprefix("seed")) for f in target.glob("seed*.json")
+                              if _read_json(f).get("key") == key)
+            if finished:
+                print(f"note: {target} already holds seeds {', '.join(map(str, finished))} of a final run of "
+                      f"this configuration and budget, planned at {earlier['config']['epochs']} epochs (this "
+                      f"--top run's probe: {config.epochs}); they are kept and the other seeds follow that "
+                      f"plan; the --top run's seed stays in {source}", flush=True)
+                return
+            (target / "plan.json").unlink()
         target.mkdir(parents=True, exist_ok=True)
         for name in ("plan.json", f"seed{seed}.json", f"model_seed{seed}.pt"):
             if not (target / name).exists():

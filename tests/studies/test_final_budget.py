@@ -85,3 +85,38 @@ def test_a_killed_final_run_keeps_its_finished_seed_and_a_new_budget_is_set_asid
     aside = [p for p in out.iterdir() if p.name.startswith("earlier-")]
     assert len(aside) == 1 and (aside[0] / "seed1.json").exists() and (aside[0] / "metrics.json").exists()
     assert json.loads((out / "metrics.json").read_text())["config"]["epochs"] == 2
+
+
+def _adopt_case(tmp_path, target_seeds):
+    """A --top run's folder for trial 7 (planned at 16 epochs, seed 0 done) and the study's final
+    folder holding an earlier plan of the same request at 14 epochs with ``target_seeds`` done."""
+    from types import SimpleNamespace
+
+    from studies.final import _Candidate, _Runner
+
+    base = TrialConfig(model="resnet", depth=10, width=8, epochs=6)
+    runner = _Runner(SimpleNamespace(threads=None), SimpleNamespace(fingerprint=lambda: "data"), None, "s",
+                     {"minutes": 12.0}, 1.0, 32)
+    key = runner._request(base)  # noqa: SLF001 - the key the runner itself derives
+    source, target = tmp_path / "top" / "trial_7", tmp_path / "final"
+    for folder, epochs, seeds in ((source, 16, [0]), (target, 14, target_seeds)):
+        folder.mkdir(parents=True)
+        (folder / "plan.json").write_text(json.dumps({"key": key, "config": base.replace(epochs=epochs).to_dict()}))
+        for s in seeds:
+            (folder / f"seed{s}.json").write_text(json.dumps({"key": key, "run": {"seed": s, "epochs": epochs}}))
+            (folder / f"model_seed{s}.pt").write_bytes(b"weights %d" % epochs)
+    return runner, _Candidate(base, 7, 0.6), source, target
+
+
+def test_adopting_the_top_winner_never_mixes_two_plans_of_one_request(tmp_path, capsys):
+    # The earlier final run finished seed 0: it is kept, its plan stays, the --top seed is not copied.
+    runner, candidate, source, target = _adopt_case(tmp_path / "a", [0])
+    runner.adopt(source, target, candidate, 0)
+    assert json.loads((target / "plan.json").read_text())["config"]["epochs"] == 14
+    assert (target / "model_seed0.pt").read_bytes() == b"weights 14"
+    assert "already holds seeds 0 of a final run" in capsys.readouterr().out
+    # It finished nothing: the --top run's plan and seed replace its plan.
+    runner, candidate, source, target = _adopt_case(tmp_path / "b", [])
+    runner.adopt(source, target, candidate, 0)
+    assert json.loads((target / "plan.json").read_text())["config"]["epochs"] == 16
+    assert (target / "model_seed0.pt").read_bytes() == b"weights 16"
