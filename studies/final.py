@@ -146,6 +146,7 @@ def _final(args: Any) -> dict[str, Any]:
     from trainers.data import load_dataset, make_splits
     from trainers.plugins import load_plugins
 
+    cli.quiet_optuna()  # the report's importances make an in-memory study: no log line for it
     load_plugins(args.plugin)  # before any config: it may name a plugin's model
     preset_name, why = cli.pick_preset(args.preset)
     preset = PRESETS[preset_name]
