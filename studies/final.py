@@ -3,11 +3,14 @@
     python studies/final.py --study resnet_cifar-quick [--seeds 3]
     python studies/final.py --config torch_reference --preset quick
 
-Trains on train + validation (the whole training split) at the study's full
-epoch budget, once per seed, then evaluates each model on the test split, the
-only place the test split is used. Writes a checkpoint per seed, the config
-and a metrics JSON with provenance under RESULTS/final/STUDY/. ``--config``
-runs a named recipe instead (scaled to the preset's budget), under
+Trains on train + validation (the whole training split) for ``--minutes`` per
+seed (the preset's default; turned into epochs by a short timed probe) or
+``--epochs``, once per seed, then evaluates each model on the test split, the
+only place the test split is used. Writes a model bundle and a result per seed
+as each ends (the same command skips finished seeds), the config, the plan and
+a metrics JSON with provenance under RESULTS/final/STUDY/. ``--top K``
+re-trains the study's K best distinct configurations first. ``--config`` runs
+a named recipe instead (scaled to the preset's budget), under
 RESULTS/final/CONFIG-PRESET/.
 """
 
