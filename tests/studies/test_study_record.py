@@ -117,7 +117,10 @@ def test_a_space_that_raises_fails_those_trials_and_the_study_goes_on(tiny_cifar
 
 def test_ctrl_c_fails_the_open_trials_exits_130_and_the_same_command_continues(tiny_cifar, tmp_path):
     db = tmp_path / "optuna.db"
-    proc = subprocess.Popen(command(tiny_cifar, tmp_path, "--trials", 8, "--epochs", 6),
+    # Trials long enough (30 epochs for the unpruned; about a second for 6 epochs of this data on
+    # a quiet machine) that Ctrl-C lands inside the study, not after its last trial ended: CI saw
+    # the whole 6-epoch study finish between the poll that found a running trial and the signal.
+    proc = subprocess.Popen(command(tiny_cifar, tmp_path, "--trials", 8, "--epochs", 30),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -125,9 +128,9 @@ def test_ctrl_c_fails_the_open_trials_exits_130_and_the_same_command_continues(t
             study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}") \
                 if STUDY in optuna.get_all_study_names(f"sqlite:///{db}") else None
             if study is not None and any(t.state == TrialState.RUNNING and t.intermediate_values
-                                         for t in study.trials):
+                                         for t in study.trials) and record.finished_count(study.trials) < 6:
                 break
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()[1][-3000:]
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
     _, err = proc.communicate(timeout=120)
@@ -140,7 +143,7 @@ def test_ctrl_c_fails_the_open_trials_exits_130_and_the_same_command_continues(t
                                for t in interrupted)
     kept = {t.number: t.user_attrs for t in study.trials if t.state != TrialState.FAIL}
 
-    again = run(tiny_cifar, tmp_path, "--trials", 8, "--epochs", 6)
+    again = run(tiny_cifar, tmp_path, "--trials", 8, "--epochs", 30)
     assert again.returncode == 0, again.stderr[-3000:]
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
     assert record.finished_count(study.trials) == 8 and "RUNNING" not in counts(study)
