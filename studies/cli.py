@@ -191,6 +191,12 @@ def main_wrapper(main: Callable[[Sequence[str] | None], int]) -> Callable[[Seque
     """Turns a user's mistake into one line on stderr and exit status 2."""
 
     def wrapped(argv: Sequence[str] | None = None) -> int:
+        import signal
+
+        # Ctrl-C (SIGINT) stops a command cleanly even when it was started with SIGINT ignored, as
+        # a script's background job or a test runner's child is: Python keeps an inherited SIG_IGN.
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return main(argv)
         except UserError as err:

@@ -120,8 +120,11 @@ def test_ctrl_c_fails_the_open_trials_exits_130_and_the_same_command_continues(t
     # Trials long enough (30 epochs for the unpruned; about a second for 6 epochs of this data on
     # a quiet machine) that Ctrl-C lands inside the study, not after its last trial ended: CI saw
     # the whole 6-epoch study finish between the poll that found a running trial and the signal.
+    # Started with SIGINT ignored, as a script's background job (or, in CI, a test runner whose
+    # earlier tests left SIGINT ignored) starts it: the driver still stops on Ctrl-C.
     proc = subprocess.Popen(command(tiny_cifar, tmp_path, "--trials", 8, "--epochs", 30),
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if db.exists():
