@@ -164,7 +164,10 @@ def two_drivers(data: Path, tmp_path: Path, storage: str, trials: int = 6) -> op
     procs = []
     for i in range(2):
         results = tmp_path / f"driver{i}"
-        procs.append(subprocess.Popen(command(data, results, "--trials", trials, "--stale-after", 30),
+        # 30-epoch trials: on a fast machine smoke trials take a second, and the first driver
+        # finished the whole study before the second one started.
+        procs.append(subprocess.Popen(command(data, results, "--trials", trials, "--epochs", 30,
+                                              "--stale-after", 30),
                                       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                       env={**os.environ, **env}))
         if i == 0:
@@ -202,7 +205,7 @@ def test_a_killed_driver_s_trials_fail_only_after_the_grace_period(tiny_cifar, t
     other machine), then the survivor fails them and finishes the study."""
     grace = 12
     env = {**os.environ, "TUNEBENCH_STORAGE": pg_url}
-    victim = subprocess.Popen(command(tiny_cifar, tmp_path / "a", "--trials", 8, "--epochs", 4,
+    victim = subprocess.Popen(command(tiny_cifar, tmp_path / "a", "--trials", 8, "--epochs", 30,
                                       "--stale-after", grace),
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True, env={**env, record.HOST_ENV: "machine-a"})
@@ -216,7 +219,7 @@ def test_a_killed_driver_s_trials_fail_only_after_the_grace_period(tiny_cifar, t
         if study is not None and any(t.state == TrialState.RUNNING for t in study.trials):
             break
         time.sleep(0.5)
-    survivor = subprocess.Popen(command(tiny_cifar, tmp_path / "b", "--trials", 8, "--epochs", 4,
+    survivor = subprocess.Popen(command(tiny_cifar, tmp_path / "b", "--trials", 8, "--epochs", 30,
                                         "--stale-after", grace),
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**env, record.HOST_ENV: "machine-b"})
