@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from dashboards import stats
 from dashboards.page import Block, section, style, table, write_page
+from dashboards.page import text_table as page_text_table
 from studies import record
 
 __all__ = ["COLUMNS", "family_frame", "family_row", "pareto_flags", "write_families_page"]
@@ -139,11 +140,7 @@ def table_rows(frame: pd.DataFrame) -> list[list[str]]:
 
 def text_table(frame: pd.DataFrame) -> str:
     """The leaderboard as plain text, for the terminal."""
-    rows = [_HEADER, *table_rows(frame)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths,
-                                                                                                   strict=True)))
-                     for r in rows)
+    return page_text_table(_HEADER, table_rows(frame))
 
 
 def _front_figure(frame: pd.DataFrame, cost: str, flag: str, x_title: str, scale: float) -> go.Figure:

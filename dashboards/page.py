@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 
 from studies.files import atomic_write_text
 
-__all__ = ["Block", "definitions", "render_page", "section", "style", "table", "write_page"]
+__all__ = ["Block", "definitions", "render_page", "section", "style", "table", "text_table", "write_page"]
 
 Block = str | go.Figure  # raw HTML, or a figure drawn where it stands
 
@@ -44,6 +44,15 @@ def table(
         body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>")
     ident = f' id="{html.escape(table_id)}"' if table_id else ""
     return f'<table class="{css}"{ident}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """The same table as plain text, for the terminal: the first column left-aligned, the rest right."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in [header, *rows]]
+    return "\n".join(lines)
 
 
 def definitions(items: Mapping[str, Any]) -> str:

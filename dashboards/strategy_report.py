@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.colors
 import plotly.graph_objects as go
 
-from dashboards.page import Block, section, style, table, write_page
+from dashboards.page import Block, section, style, table, text_table, write_page
 
 __all__ = ["curve_figure", "overhead_rows", "overhead_text", "pairwise_rows", "pairwise_text", "rank_figure",
            "summary_rows", "summary_text", "write_report"]
@@ -114,26 +114,17 @@ def pairwise_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 def pairwise_text(pairs: pd.DataFrame) -> str:
     """:func:`pairwise_rows` as plain text, for the terminal."""
-    return _text_table(*pairwise_rows(pairs))
+    return text_table(*pairwise_rows(pairs))
 
 
 def summary_text(strategies: pd.DataFrame) -> str:
     """The summary table as plain text, for the terminal."""
-    return _text_table(_SUMMARY_HEADER, summary_rows(strategies))
+    return text_table(_SUMMARY_HEADER, summary_rows(strategies))
 
 
 def overhead_text(studies: pd.DataFrame) -> str:
     """The overhead table as plain text, for the terminal."""
-    return _text_table(_OVERHEAD_HEADER, overhead_rows(studies))
-
-
-def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    # The first column left-aligned, the numbers right.
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                       for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in [header, *rows]]
-    return "\n".join(lines)
+    return text_table(_OVERHEAD_HEADER, overhead_rows(studies))
 
 
 # ---------------------------------------------------------------- figures

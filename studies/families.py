@@ -19,7 +19,6 @@ time, parameters, FLOPs, search compute) and the Pareto front across families.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
