@@ -35,6 +35,7 @@ class SpaceLimits:
     widths: tuple[int, ...] = (16, 32, 64, 96, 128)
     max_epochs: int = 30
     models: tuple[str, ...] = ()  # the families a space may choose from; () = every registered one
+    max_aug_strength: float = 1.0  # the augmentation a trial's budget can use (see aug_cap)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, as a study records its choices."""
@@ -46,6 +47,19 @@ class SpaceLimits:
         """The limits a study recorded; unknown keys are left out, lists become tuples."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in names})
+
+
+def aug_cap(epochs: int) -> float:
+    """The strongest augmentation worth sampling for trials of ``epochs`` epochs.
+
+    Short trainings want weak augmentation: in the recorded 6-epoch random
+    search (benchmarks/results/strategies-quick.db) augmentation strength had
+    rank correlation -0.90 with accuracy and every top-10 trial had strength at
+    most 0.25; the A/B in benchmarks/RESULTS.md measures the cap. 0.05 per epoch
+    (6 epochs: 0.3, the reference recipes' 0.5 from 10 epochs, everything from
+    20), so a longer study searches the strong policies the literature uses.
+    """
+    return min(1.0, round(0.05 * max(1, epochs), 2))
 
 
 Space = Callable[[Any, SpaceLimits], dict[str, Any]]

@@ -50,6 +50,6 @@ def space(trial: Any, limits: SpaceLimits) -> dict[str, Any]:
         config["drop_path"] = trial.suggest_float(f"{family}_drop_path", 0.0, 0.3)
     policy = trial.suggest_categorical("aug_policy", sorted(AUG_POLICIES))
     config["aug_ops"] = AUG_POLICIES[policy]
-    config["aug_strength"] = trial.suggest_float("aug_strength", 0.0, 1.0)
+    config["aug_strength"] = trial.suggest_float("aug_strength", 0.0, limits.max_aug_strength)
     config.update(suggest_training(trial, limits))
     return config

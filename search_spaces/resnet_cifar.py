@@ -17,6 +17,6 @@ def space(trial: Any, limits: SpaceLimits) -> dict[str, Any]:
         "model": "resnet",
         "depth": trial.suggest_categorical("depth", list(limits.depths)),
         "width": trial.suggest_categorical("width", list(limits.widths)),
-        "aug_strength": trial.suggest_float("aug_strength", 0.0, 1.0),
+        "aug_strength": trial.suggest_float("aug_strength", 0.0, limits.max_aug_strength),
         **suggest_training(trial, limits),
     }

@@ -160,7 +160,7 @@ def _run(args: Any) -> Any:
     import torch
 
     cli.quiet_optuna()
-    from search_spaces import SpaceLimits, get_space, space_id, space_label
+    from search_spaces import SpaceLimits, aug_cap, get_space, space_id, space_label
     from studies import storage as st
     from trainers.data import load_dataset, make_splits
     from trainers.models import list_models
@@ -186,7 +186,8 @@ def _run(args: Any) -> Any:
         fixed["data_fraction"] = args.data_fraction
     if args.image_size:
         fixed["image_size"] = args.image_size
-    limits = dataclasses.replace(preset.limits, max_epochs=fixed["epochs"], models=tuple(models or list_models()))
+    limits = dataclasses.replace(preset.limits, max_epochs=fixed["epochs"], models=tuple(models or list_models()),
+                                 max_aug_strength=aug_cap(fixed["epochs"]))
     trials_wanted = args.trials or preset.trials
     gpu = torch.cuda.is_available()
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if gpu else 0.0)

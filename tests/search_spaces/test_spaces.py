@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from search_spaces import SpaceLimits, UnknownSpaceError, get_space, list_spaces
+from search_spaces import SpaceLimits, UnknownSpaceError, aug_cap, get_space, list_spaces
 from search_spaces.cifar_zoo import AUG_POLICIES
 from studies.presets import PRESETS
 from trainers.config import TrialConfig
@@ -42,6 +42,28 @@ def test_every_space_yields_valid_configs_within_the_preset(name, preset):
             else:
                 assert values[field] == value, key
         study.tell(trial, 0.5)
+
+
+def test_the_augmentation_cap_follows_the_epochs():
+    assert [aug_cap(e) for e in (1, 2, 6, 10, 12, 20, 30)] == [0.05, 0.1, 0.3, 0.5, 0.6, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_a_short_budget_samples_weak_augmentation_over_its_whole_range(name):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    drawn = []
+    for _ in range(60):
+        trial = study.ask()
+        drawn.append(get_space(name)(trial, SpaceLimits(max_epochs=6, max_aug_strength=aug_cap(6)))["aug_strength"])
+        study.tell(trial, 0.5)
+    assert max(drawn) <= 0.3 and max(drawn) > 0.25 and min(drawn) < 0.05
+
+
+def test_a_study_recorded_before_the_cap_keeps_the_full_range():
+    """Continued studies sample under the limits they recorded; older records have no cap."""
+    old = SpaceLimits.from_dict({"depths": [10, 18], "widths": [8, 16], "max_epochs": 6, "models": []})
+    assert old.max_aug_strength == 1.0
+    assert SpaceLimits.from_dict(SpaceLimits(max_aug_strength=0.3).to_dict()).max_aug_strength == 0.3
 
 
 @pytest.mark.parametrize("name", list_spaces())

@@ -46,6 +46,11 @@ def test_study_records_true_states_curves_and_attributes(study_run):
     assert trials[0].params == {} and trials[0].user_attrs["config"]["depth"] == 20
     assert trials[1].user_attrs["config"]["width"] == 8  # capped at the smoke preset's widest
     assert trials[2].params and "recipe" not in trials[2].user_attrs
+    # A 2-epoch budget searches weak augmentation only, and the study records the cap it sampled under.
+    from studies import record
+
+    assert record.settings_of(study).limits["max_aug_strength"] == 0.1
+    assert all(t.params["aug_strength"] <= 0.1 for t in trials[2:])
     assert study.metric_names == ["val_acc"]
     for t in trials:
         epochs = t.user_attrs["epochs_run"]
