@@ -631,7 +631,9 @@ def run_trials(
         metric_columns={M.EPOCH: "epoch", M.VAL_ACC: "val_acc", M.VAL_LOSS: "val_loss",
                         M.TRAIN_LOSS: "train_loss", M.IMAGES_PER_SEC: "img/s"},
         parameter_columns=["depth", "width", "optimizer", "lr", "aug_strength"],
-        max_report_frequency=30, sort_by_metric=True, metric=metric, mode=mode,
+        # Not sort_by_metric: Ray 2.60 sorts finished trials by their last result and raises
+        # TypeError when one has none (a trial the time budget stopped before its first epoch).
+        max_report_frequency=30, metric=metric, mode=mode,
     )
     tuner = tune.Tuner(
         run,

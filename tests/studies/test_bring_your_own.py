@@ -199,3 +199,45 @@ def test_a_64px_study_runs_the_reference_recipes_on_the_cpu(tiny_cifar, tmp_path
     study = optuna.load_study(study_name="resnet_cifar-smoke", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [t.user_attrs.get("recipe") for t in study.trials] == ["keras_reference", "torch_reference"]
     assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+
+
+SLOW_PLUGIN = """
+import time
+from torch import nn
+from trainers.models import register_model
+
+class Slow(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, num_classes))
+
+    def forward(self, x):
+        time.sleep(3)  # one epoch of the tiny data takes 30 s: longer than the study's budget
+        return self.head(x)
+
+@register_model("slow_cnn", depths=(1,), default_depth=1, default_width=8, widths_hint=(8,),
+                has_drop_path=False, description="a model slower than the time budget")
+def build(num_classes, depth, width):
+    return Slow(num_classes)
+"""
+
+SLOW_SPACE = """
+def space(trial, limits):
+    return {"model": "slow_cnn", "depth": 1, "width": 8, "batch_size": 32, "aug_strength": 0.0,
+            "lr": trial.suggest_float("lr", 1e-3, 1e-2, log=True)}
+"""
+
+
+def test_a_time_budget_shorter_than_a_trial_s_first_epoch_ends_the_study_cleanly(tiny_cifar, tmp_path):
+    """Ray's progress table, sorted by the metric, raised TypeError on a finished trial with
+    no result (seen with a ConvNeXt family search at --time-budget 2.5): the study crashed."""
+    (tmp_path / "slow_plugin.py").write_text(SLOW_PLUGIN)
+    (tmp_path / "slow_space.py").write_text(SLOW_SPACE)
+    proc = run("run.py", "--space", tmp_path / "slow_space.py", "--plugin", tmp_path / "slow_plugin.py",
+               "--preset", "smoke", "--data", tiny_cifar, "--data-fraction", 1, "--results", tmp_path,
+               "--cache-dir", tmp_path / "cache", "--no-baselines", "--trials", 2, "--time-budget", 0.25)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "time budget of 0.25 min reached" in proc.stdout
+    study = optuna.load_study(study_name="slow_space-smoke", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert study.trials and all(t.state == TrialState.PRUNED and not t.intermediate_values for t in study.trials)
+    assert all(t.user_attrs["stopped_by"] == "stopped by the time budget (0.25 min)" for t in study.trials)
