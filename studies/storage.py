@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,31 @@ def open_storage(url: str, stale_after: int | None = DEFAULT_STALE_AFTER) -> opt
     if stale_after:
         beats = {"heartbeat_interval": max(1, int(stale_after) // 6), "grace_period": int(stale_after)}
     try:
-        return optuna.storages.RDBStorage(url, **beats)
+        return _create_storage(url, beats)
     except Exception as err:  # sqlalchemy errors, unknown dialects, bad URLs
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot open storage {record.redact_url(url)!r}: {record.scrub(first, url)}") from None
+
+
+def _create_storage(url: str, beats: dict[str, int]) -> optuna.storages.RDBStorage:
+    """RDBStorage, retried while another process creates the same new schema.
+
+    Two drivers (or a driver and optuna-dashboard) opening one new storage at
+    once both create its tables and version row; the slower one gets "table
+    already exists" or a UNIQUE violation of alembic_version. A retry finds
+    the schema made.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(8):
+        try:
+            return optuna.storages.RDBStorage(url, **beats)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as err:
+            text = str(err)
+            if attempt == 7 or not any(s in text for s in ("already exists", "alembic_version", "duplicate key")):
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def parse_objectives(text: str) -> list[str]:

@@ -323,3 +323,31 @@ def test_optuna_dashboard_reads_a_postgresql_study(tiny_cifar, tmp_path, pg_url)
     assert {t["state"] for t in detail["trials"]} <= {"Complete", "Pruned"}
     assert all(t["intermediate_values"] for t in detail["trials"])
     assert all(any(a["key"] == record.CONFIG for a in t["user_attrs"]) for t in detail["trials"])
+
+
+def test_drivers_opening_one_new_storage_at_once_all_get_it(tmp_path):
+    """Each creates the schema; the slower ones saw "table studies already exists" or a UNIQUE
+    violation of alembic_version (CI: the Ctrl-C test's poll against its own driver). Without the
+    retry every one of these rounds failed."""
+    import threading
+
+    from studies.storage import open_storage
+
+    for round_ in range(5):
+        url = f"sqlite:///{tmp_path / f'race{round_}.db'}"
+        start, errors = threading.Barrier(4), []
+
+        def open_it():
+            start.wait()
+            try:
+                open_storage(url, stale_after=None)
+            except Exception as err:  # noqa: BLE001 - the assertion reports it
+                errors.append(err)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert optuna.get_all_study_names(url) == []
