@@ -18,6 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from studies import record
+from studies.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = "resnet_cifar-smoke"
@@ -128,8 +129,10 @@ def test_ctrl_c_fails_the_open_trials_exits_130_and_the_same_command_continues(t
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if db.exists():
-            study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}") \
-                if STUDY in optuna.get_all_study_names(f"sqlite:///{db}") else None
+            # Through open_storage: the driver may be creating the schema this very moment.
+            storage = open_storage(f"sqlite:///{db}", stale_after=None)
+            study = optuna.load_study(study_name=STUDY, storage=storage) \
+                if STUDY in optuna.get_all_study_names(storage) else None
             if study is not None and any(t.state == TrialState.RUNNING and t.intermediate_values
                                          for t in study.trials) and record.finished_count(study.trials) < 6:
                 break
@@ -331,7 +334,6 @@ def test_drivers_opening_one_new_storage_at_once_all_get_it(tmp_path):
     retry every one of these rounds failed."""
     import threading
 
-    from studies.storage import open_storage
 
     for round_ in range(5):
         url = f"sqlite:///{tmp_path / f'race{round_}.db'}"
