@@ -167,7 +167,7 @@ def _parser() -> cli.Parser:
                              f"(default: {DEFAULT_REFERENCE} if in the grid, else the grid's first)")
     cli.add_options_file(parser)
     parser.add_argument("--baselines", action="store_true",
-                        help="start every cell's study with the reference recipes, as run.py does "
+                        help="run the reference recipes in every cell's study, as run.py does "
                              "(default: off, so every trial compared is the strategy's own)")
     parser.add_argument("--cpus-per-trial", type=cli.non_negative_float,
                         help="CPUs per trial (default: 1, or 2 with a GPU)")
@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = (f"Equal budget: every cell runs {trials} finished trials of the {preset_name} preset "
               f"({fixed['epochs']} epochs, {fixed['data_fraction']:.0%} of train, "
               f"batch {fixed['batch_size']}), "
-              f"{'the reference recipes first, then ' if args.baselines else 'all '}"
+              f"{'the reference recipes and ' if args.baselines else 'all '}"
               "the strategy's own; schedulers that stop trials early spend fewer trial-epochs."
               + (f" Variants: {'; '.join(v.describe() for v in variants.values())}." if variants else ""))
     print(f"preset: {preset_name} ({why})")

@@ -1,8 +1,8 @@
 """Budgets by name: how much data, how many epochs and trials, which model sizes.
 
 ``quick`` is sized for a 2-core CPU: 16 trials of small ResNets on 30% of
-CIFAR-10's training images for up to 6 epochs, within 15 minutes (the reference
-recipes first, then TPE with ASHA); ``full`` is for a GPU.
+CIFAR-10's training images for up to 6 epochs, within 15 minutes (TPE with ASHA,
+the reference recipes among them); ``full`` is for a GPU.
 """
 
 from __future__ import annotations

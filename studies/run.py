@@ -75,6 +75,10 @@ def _parser() -> cli.Parser:
     parser.add_argument("--no-baselines", action="store_true",
                         help="do not start the study with the reference recipes (torch_reference, "
                              "keras_reference): every trial is the sampler's")
+    parser.add_argument("--baselines-first", action="store_true",
+                        help="start the reference recipes before any sampled trial (by default they start "
+                        "after the first trial of each parallel slot, so ASHA's rungs hold results when "
+                        "they arrive and stop them like any other trial; first, ASHA runs them in full)")
     parser.add_argument("--stale-after", type=cli.positive_int, default=DEFAULT_STALE_AFTER,
                         help="seconds without a heartbeat after which another driver of the study "
                              f"fails a trial whose driver died (default: {DEFAULT_STALE_AFTER}; a dead "
@@ -244,9 +248,12 @@ def _run(args: Any) -> Any:
     if remaining > 0:
         for params in enqueued:  # the user's known-good configs first, once per study
             study.enqueue_trial(params, skip_if_exists=True)
-        if stored.baselines:
-            _enqueue_baselines(study, list_recipes())
-        from studies.tune_adapter import run_trials
+        from studies.tune_adapter import enqueue_baselines, run_trials
+
+        baselines = list_recipes() if stored.baselines else []
+        if args.baselines_first:
+            enqueue_baselines(study, baselines)
+            baselines = []
 
         # A resumed run (or a second driver) must not replay the first run's draws: offset the seed.
         sampler = make_sampler(args.sampler, (args.seed + len(study.trials)) % 2**32, trials_wanted)
@@ -260,7 +267,7 @@ def _run(args: Any) -> Any:
             address=args.address, scheduler=args.scheduler, objectives=objectives,
             plugins=args.plugin, time_budget_s=args.time_budget * 60 if args.time_budget else None,
             tensorboard=results / "tensorboard" / study_name,
-            compile=args.compile, checkpoint_optimizer=args.checkpoint_optimizer,
+            compile=args.compile, checkpoint_optimizer=args.checkpoint_optimizer, baselines=baselines,
         )
         stale = st.close_stale(study)  # others' trials whose drivers died while this one ran
         if stale:
@@ -435,17 +442,6 @@ def _write_options(args: Any, results: Path, study_name: str, storage_url: str, 
     folder = record.study_folder(results, study_name)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / cli.OPTIONS_FILE, cli.options_toml(values, header))
-
-
-def _enqueue_baselines(study: Any, recipes: Sequence[str]) -> None:
-    """The baselines to beat come first, once per study (a second driver finds them there).
-
-    A baseline whose run was cut (stale: killed or interrupted) is enqueued again.
-    """
-    have = {t.user_attrs.get(record.RECIPE) for t in study.get_trials(deepcopy=False) if not record.is_stale(t)}
-    for name in recipes:
-        if name not in have:
-            study.enqueue_trial({}, user_attrs={record.RECIPE: name})
 
 
 def _summarise(study: Any, storage_url: str, results: Path, args: Any, seconds: float) -> None:

@@ -251,12 +251,20 @@ class StudySearcher(Searcher):
     reason on errors and divergence, and the attributes of
     :func:`studies.record.trial_attrs`. While a trial is open the driver records
     its heartbeat, so other drivers fail it only after this driver died.
+
+    The reference recipes (``baselines``) are enqueued once the study holds
+    ``baselines_after`` trials: after the first wave of sampled trials, so
+    ASHA's rungs hold values when a baseline reaches them and it is stopped like
+    any other trial (Ray's ASHA lets the first trial at a rung go on unconditionally).
     """
 
     def __init__(self, *, space: Callable[[Any], dict[str, Any]], study: optuna.Study,
                  storage: optuna.storages.RDBStorage, wanted: int, objectives: list[str],
-                 book: _TrialBook, tensorboard: Path | None = None) -> None:
+                 book: _TrialBook, tensorboard: Path | None = None, baselines: Sequence[str] = (),
+                 baselines_after: int = 0) -> None:
         super().__init__(metric=objectives[0], mode=_MODES[record.DIRECTIONS[objectives[0]]])
+        self._baselines = list(baselines)
+        self._baselines_after = baselines_after
         self._board = _TensorBoard(tensorboard) if tensorboard is not None else None
         self._space = space
         self._study = study
@@ -300,6 +308,9 @@ class StudySearcher(Searcher):
         if self._closed:
             return Searcher.FINISHED
         close_stale(self._study, own={t.number for t in self._open.values()})
+        if self._baselines and len(self._study.get_trials(deepcopy=False)) >= self._baselines_after:
+            enqueue_baselines(self._study, self._baselines)
+            self._baselines = []
         while True:
             done = record.finished_count(self._study.get_trials(deepcopy=False))
             if done + len(self._open) >= self._wanted:
@@ -434,6 +445,26 @@ class StudySearcher(Searcher):
         self._stop.set()
         if self._board is not None:
             self._board.close()
+
+
+def enqueue_baselines(study: optuna.Study, recipes: Sequence[str]) -> None:
+    """Enqueues each reference recipe the study lacks (a second driver finds them there).
+
+    A baseline whose run was cut (stale: killed or interrupted) is enqueued again.
+    """
+    have = {t.user_attrs.get(record.RECIPE) for t in study.get_trials(deepcopy=False) if not record.is_stale(t)}
+    for name in recipes:
+        if name not in have:
+            study.enqueue_trial({}, user_attrs={record.RECIPE: name})
+
+
+def baselines_after(slots: int | None, wanted: int, baselines: int) -> int:
+    """How many trials the study holds before its baselines are enqueued.
+
+    One per parallel slot (the first wave is the sampler's), but never so many
+    that the baselines would not fit in the ``wanted`` trials.
+    """
+    return max(0, min(slots or 0, wanted - baselines))
 
 
 def _finite(value: Any) -> bool:
@@ -580,8 +611,13 @@ def run_trials(
     tensorboard: Path | None = None,
     compile: bool = False,
     checkpoint_optimizer: bool = True,
+    baselines: Sequence[str] = (),
 ) -> None:
     """Runs up to ``num_trials`` new trials of ``study`` on Ray Tune, until it has ``wanted`` finished.
+
+    ``baselines`` (reference recipe names the study lacks) are enqueued after
+    the first wave of sampled trials (:func:`baselines_after`), so ASHA can stop
+    them; to start with them, enqueue them before and pass none.
 
     ``plugins`` (``--plugin`` specs) are imported by every trial's worker first;
     after ``time_budget_s`` Ray stops the run and its open trials are PRUNED;
@@ -612,13 +648,14 @@ def run_trials(
         check_shared_storage(results_dir.resolve())
     book = _TrialBook()
     objectives = objectives or [M.VAL_ACC]
+    slots = parallel_slots(ray.cluster_resources(), cpus_per_trial, gpus_per_trial)
     searcher = StudySearcher(space=space, study=study, storage=storage, wanted=wanted,
-                             objectives=objectives, book=book, tensorboard=tensorboard)
+                             objectives=objectives, book=book, tensorboard=tensorboard, baselines=baselines,
+                             baselines_after=baselines_after(slots, wanted, len(baselines)))
     # The scheduler compares trials on the first objective, in its direction.
     metric, mode = objectives[0], _MODES[record.DIRECTIONS[objectives[0]]]
     trial_scheduler = SCHEDULERS[scheduler](max_epochs, grace_period, reduction_factor, metric, mode)
     threads = max(1, math.floor(cpus_per_trial))
-    slots = parallel_slots(ray.cluster_resources(), cpus_per_trial, gpus_per_trial)
     checkpoints = CheckpointPolicy(
         epochs=checkpoint_epochs(scheduler, max_epochs, grace_period, reduction_factor),
         optimizer=checkpoint_optimizer)

@@ -41,16 +41,22 @@ def test_study_records_true_states_curves_and_attributes(study_run):
     assert len(trials) == 4
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     assert TrialState.COMPLETE in {t.state for t in trials}
-    # The reference recipes come first, scaled to the preset, sampling nothing.
-    assert [t.user_attrs.get("recipe") for t in trials[:2]] == ["keras_reference", "torch_reference"]
-    assert trials[0].params == {} and trials[0].user_attrs["config"]["depth"] == 20
-    assert trials[1].user_attrs["config"]["width"] == 8  # capped at the smoke preset's widest
-    assert trials[2].params and "recipe" not in trials[2].user_attrs
-    # A 2-epoch budget searches weak augmentation only, and the study records the cap it sampled under.
-    from studies import record
+    # The reference recipes follow the first wave of sampled trials (one per parallel slot, one
+    # trial per CPU here), so ASHA's rungs hold results when they arrive; scaled to the preset,
+    # they sample nothing.
+    from studies import cli, record
 
+    first = min(cli.machine_cpus(), 2)
+    recipes = [t.user_attrs.get("recipe") for t in trials]
+    assert recipes == [None] * first + ["keras_reference", "torch_reference"] + [None] * (2 - first)
+    keras, torch_ref = trials[first], trials[first + 1]
+    assert keras.params == {} and keras.user_attrs["config"]["depth"] == 20
+    assert torch_ref.user_attrs["config"]["width"] == 8  # capped at the smoke preset's widest
+    sampled = [t for t in trials if "recipe" not in t.user_attrs]
+    assert len(sampled) == 2 and all(t.params for t in sampled)
+    # A 2-epoch budget searches weak augmentation only, and the study records the cap it sampled under.
     assert record.settings_of(study).limits["max_aug_strength"] == 0.1
-    assert all(t.params["aug_strength"] <= 0.1 for t in trials[2:])
+    assert all(t.params["aug_strength"] <= 0.1 for t in sampled)
     assert study.metric_names == ["val_acc"]
     for t in trials:
         epochs = t.user_attrs["epochs_run"]
@@ -74,6 +80,15 @@ def test_study_records_true_states_curves_and_attributes(study_run):
     final = next(line for line in out.splitlines() if line.startswith("Final run"))
     assert final.endswith(f"python studies/final.py --study resnet_cifar-smoke --results {results} "
                           f"--data {common[3]}")  # no password here, so nothing kept in the environment
+
+
+def test_baselines_first_starts_the_study_with_the_reference_recipes(tiny_cifar, tmp_path):
+    proc = run("run.py", "--preset", "smoke", "--data", tiny_cifar, "--results", tmp_path, "--trials", 3,
+               "--epochs", 1, "--baselines-first", "--cache-dir", tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="resnet_cifar-smoke", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    # Without the flag a 3-trial study on 2 or more CPUs would run one sampled trial first.
+    assert [t.user_attrs.get("recipe") for t in study.trials] == ["keras_reference", "torch_reference", None]
 
 
 def test_final_run_trains_seeds_and_reports_test_accuracy(study_run):

@@ -12,7 +12,7 @@ from ray.tune.search import Searcher
 
 from studies import record
 from studies.storage import close_stale, open_storage, open_study
-from studies.tune_adapter import StudySearcher, _TrialBook
+from studies.tune_adapter import StudySearcher, _TrialBook, baselines_after
 
 
 def _space(trial):
@@ -26,11 +26,11 @@ def _settings(objectives=("val_acc",)):
                                 directions=tuple(record.DIRECTIONS[o] for o in objectives))
 
 
-def _searcher(url, space=_space, wanted=100, objectives=("val_acc",), stale_after=None):
+def _searcher(url, space=_space, wanted=100, objectives=("val_acc",), stale_after=None, **baselines):
     storage = open_storage(url, stale_after=stale_after)
     study, _ = open_study(storage, "contract", _settings(objectives))
     return StudySearcher(space=space, study=study, storage=storage, wanted=wanted,
-                         objectives=list(objectives), book=_TrialBook())
+                         objectives=list(objectives), book=_TrialBook(), **baselines)
 
 
 @pytest.fixture
@@ -142,6 +142,44 @@ def test_the_searcher_stops_asking_at_the_wanted_count_across_drivers(url):
     study = optuna.load_study(study_name="contract", storage=url)
     # The requested 3, plus the one that was in flight when the count was reached.
     assert record.finished_count(study.trials) == 4 and len(study.trials) == 4
+
+
+RECIPES = ["keras_reference", "torch_reference"]
+
+
+def _recipes(url):
+    return [t.user_attrs.get(record.RECIPE) for t in optuna.load_study(study_name="contract", storage=url).trials]
+
+
+def test_the_baselines_follow_the_first_wave_so_asha_can_stop_them(url):
+    searcher = _searcher(url, baselines=RECIPES, baselines_after=2)
+    searcher.suggest("a")
+    searcher.suggest("b")
+    assert _recipes(url) == [None, None]  # one sampled trial per slot first
+    searcher.suggest("c")
+    assert _recipes(url) == [None, None, "keras_reference", "torch_reference"]  # c is keras, torch waits
+    searcher.suggest("d")
+    searcher.suggest("e")
+    assert _recipes(url) == [None, None, "keras_reference", "torch_reference", None]
+
+
+def test_a_second_driver_or_a_resumed_study_does_not_enqueue_the_baselines_twice(url):
+    first = _searcher(url, baselines=RECIPES, baselines_after=1)
+    first.suggest("a")
+    first.suggest("b")  # enqueues both, runs keras
+    second = _searcher(url, baselines=RECIPES, baselines_after=1)
+    second.suggest("c")  # the study already holds them: torch_reference, not a third baseline
+    assert _recipes(url) == [None, "keras_reference", "torch_reference"]
+    second.suggest("d")
+    assert _recipes(url) == [None, "keras_reference", "torch_reference", None]
+
+
+def test_baselines_wait_for_one_trial_per_slot_but_always_fit_in_the_study():
+    assert baselines_after(2, 16, 2) == 2  # the quick preset on 2 cores: trials 2 and 3
+    assert baselines_after(8, 16, 2) == 8
+    assert baselines_after(2, 3, 2) == 1 and baselines_after(2, 2, 2) == 0  # else they would never run
+    assert baselines_after(None, 16, 2) == 0  # unbounded parallelism: all start at once anyway
+    assert baselines_after(2, 16, 0) == 2
 
 
 def test_a_minimised_objective_is_told_and_reported_as_itself(url):
