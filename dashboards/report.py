@@ -314,12 +314,40 @@ def _margin(complete: pd.DataFrame, trials: Sequence[FrozenTrial], winner: int) 
             f"{_points(best[METRIC] - by_number.loc[base, METRIC])} over the baseline, trial #{base} "
             f"({html.escape(baseline_label(trials, base))}, {percent(by_number.loc[base, METRIC])})"
         )
+    elif base is not None and base != winner:
+        stopped = _stopped_baseline(trials, winner, base)
+        if stopped:
+            parts.append(stopped)
     if base == winner:
         parts.append(f"the winner is the baseline: no sampled configuration beat "
                      f"{baseline_label(trials, base)}")
     if not parts:
         return "It is the only complete trial so far."
     return "By how much: " + "; ".join(parts) + "."
+
+
+def _stopped_baseline(trials: Sequence[FrozenTrial], winner: int, base: int) -> str | None:
+    """A baseline the scheduler stopped early, against the winner at the epoch it stopped.
+
+    studies/run.py starts the reference recipes after the first sampled trials,
+    so ASHA stops a weak one like any other trial: its last value is from fewer
+    epochs than the winner's, and only the same epoch compares fairly.
+    """
+    by_number = {t.number: t for t in trials}
+    baseline, best = by_number.get(base), by_number.get(winner)
+    if baseline is None or best is None or baseline.state != TrialState.PRUNED:
+        return None
+    if not baseline.intermediate_values:
+        return None
+    epoch = max(baseline.intermediate_values)
+    if epoch not in best.intermediate_values:
+        return None
+    theirs, ours = baseline.intermediate_values[epoch], best.intermediate_values[epoch]
+    return (
+        f"{_points(ours - theirs)} over the baseline at the epoch the scheduler stopped it: trial #{base} "
+        f"({html.escape(baseline_label(trials, base))}) had {percent(theirs)} after {epoch} "
+        f"epoch{'' if epoch == 1 else 's'}, the winner {percent(ours)}"
+    )
 
 
 def _points(delta: float) -> str:

@@ -44,7 +44,7 @@ def _suggest(trial: Any, name: str, dist: Any) -> Any:
 
 def build_study(
     url: str, name: str = "cifar-demo", n: int = 18, seed: int = 0, family: str = "resnet",
-    recipe: str | None = None, scheduler: str = "asha",
+    recipe: str | None = None, scheduler: str = "asha", baseline_epochs: int = EPOCHS,
 ) -> optuna.Study:
     """A stored study as studies/run.py leaves it: n trials, then one FAIL (stale), one RUNNING.
 
@@ -53,7 +53,8 @@ def build_study(
     (``suggest``, one ``on_trial_result`` per epoch, ``on_trial_complete``).
     Trial 0 is enqueued (the baseline); the others' values are fixed by
     Optuna's PartialFixedSampler, so each trial's numbers are known here.
-    ``recipe`` names trial 0's reference recipe (none: the space's default).
+    ``recipe`` names trial 0's reference recipe (none: the space's default);
+    ``baseline_epochs`` below the budget has the scheduler stop it there.
     """
     from studies import record
     from studies.storage import open_storage, open_study
@@ -87,7 +88,7 @@ def build_study(
                 "lr": math.exp(rng.uniform(math.log(5e-4), math.log(1e-2))),
                 "aug_strength": rng.uniform(0.0, 1.0),
             }
-        epochs = EPOCHS if number % 4 == 0 else RUNG[1 + number % 2]
+        epochs = baseline_epochs if number == 0 else EPOCHS if number % 4 == 0 else RUNG[1 + number % 2]
         curve = {e: round(_accuracy(params, e), 4) for e in range(1, epochs + 1)}
         model = "vgg" if number % 3 == 2 else family
         config = {"model": model, **params, "epochs": EPOCHS, "batch_size": 128}

@@ -16,7 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from dashboards.leaderboard import format_leaderboard, main, trials_frame, write_report
-from tests.dashboards.conftest import final_metrics
+from tests.dashboards.conftest import build_study, final_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE_MARKER = "* plotly.js v"  # the bundle's licence header, once per copy
@@ -175,6 +175,16 @@ def test_cli_unknown_study_exits_2(study: optuna.Study, storage_url: str, tmp_pa
     assert len(result.stderr.strip().splitlines()) == 1
     assert "'nope'" in result.stderr and "cifar-demo" in result.stderr  # lists the studies there
     assert "Traceback" not in result.stderr
+
+
+def test_a_baseline_the_scheduler_stopped_is_compared_at_its_last_epoch(tmp_path: Path) -> None:
+    study = build_study(f"sqlite:///{tmp_path / 's.db'}", recipe="keras_reference", baseline_epochs=1)
+    page = write_report(study, tmp_path / "report.html").read_text(encoding="utf-8")
+    summary = page[page.index('id="summary"') : page.index('id="cost"')]
+    assert "Winner: trial #4 (resnet-18)</b>" in summary
+    # At epoch 1 the winner (weaker augmentation) had 1 point more than the baseline's 40.75%.
+    assert ("<b>+1.00 points</b> over the baseline at the epoch the scheduler stopped it: trial #0 "
+            "(the keras_reference recipe) had 40.75% after 1 epoch, the winner 41.75%") in summary
 
 
 def _figures(page: str) -> int:
