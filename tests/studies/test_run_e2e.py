@@ -129,7 +129,13 @@ def test_rerun_continues_the_study_without_touching_finished_trials(study_run):
 
 @pytest.mark.slow
 def test_top_k_retrains_the_best_distinct_configs_then_the_winner_with_every_seed(study_run):
-    results, common, _ = study_run
+    shared, common, _ = study_run
+    # Its own FIFO study: every trial COMPLETE, so there are two distinct configs to re-train
+    # (ASHA stops the fixture's recipes like any other trial, which can leave one COMPLETE).
+    results = shared / "fifo"
+    common = [*common[:common.index("--results")], "--results", results, "--cache-dir", shared / "cache"]
+    proc = run("run.py", *common, "--trials", 3, "--scheduler", "fifo", "--no-baselines")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run("final.py", *common, "--top", 2, "--seeds", 2, "--epochs", 1,
                "--results", results / "top_k")  # its own final folder, same storage
     assert proc.returncode == 2 and "no study storage" in proc.stderr  # --results names the storage too
