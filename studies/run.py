@@ -73,7 +73,7 @@ def _parser() -> cli.Parser:
                         help="epochs every trial runs before ASHA (or Hyperband) may stop it "
                         "(default: the preset's: smoke and quick 1, full 3)")
     parser.add_argument("--no-baselines", action="store_true",
-                        help="do not start the study with the reference recipes (torch_reference, "
+                        help="do not run the reference recipes (torch_reference, "
                              "keras_reference): every trial is the sampler's")
     parser.add_argument("--baselines-first", action="store_true",
                         help="start the reference recipes before any sampled trial (by default they start "
