@@ -126,3 +126,16 @@ def test_a_continued_study_samples_from_the_choices_it_was_created_with(tmp_path
     assert limits == created
     trial = again.ask()
     assert space(trial, limits)["model"] in ("lenet5", "resnet")
+
+
+def test_the_quick_preset_samples_only_width_16_resnets():
+    """At the quick budget no width-8 ResNet reached the top (benchmarks/RESULTS.md
+    section 13), so a quick study does not spend trials on them; depth is still searched."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        values = get_space("resnet_cifar")(trial, PRESETS["quick"].limits)
+        seen.add((values["depth"], values["width"]))
+        study.tell(trial, 0.1)
+    assert seen == {(10, 16), (18, 16)}
