@@ -92,7 +92,10 @@ def _parser() -> cli.Parser:
                         "space's parameters to values, e.g. [{\"depth\": 10, \"lr\": 0.003}]")
     parser.add_argument("--time-budget", type=cli.positive_float, metavar="MINUTES",
                         help="stop starting and running trials after this many minutes (Ray's "
-                        "time_budget_s); trials cut short are PRUNED, the study can be continued")
+                        "time_budget_s); trials cut short are PRUNED, the study can be continued "
+                        "(default: the preset's when its own trials, epochs and data fraction are used: "
+                        + ", ".join(f"{p.time_budget:g} on {p.name}" for p in PRESETS.values() if p.time_budget)
+                        + "; none otherwise)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile each trial's model (CUDA only; ignored on the CPU). Pays off "
                         "only for long trials: each compiles afresh (tens of seconds), reported as "
@@ -193,6 +196,7 @@ def _run(args: Any) -> Any:
     limits = dataclasses.replace(preset.limits, max_epochs=fixed["epochs"], models=tuple(models or list_models()),
                                  max_aug_strength=aug_cap(fixed["epochs"]))
     trials_wanted = args.trials or preset.trials
+    budget_minutes = time_budget(args, preset)
     gpu = torch.cuda.is_available()
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if gpu else 0.0)
     cpus = args.cpus_per_trial if args.cpus_per_trial is not None else (2.0 if gpu else 1.0)
@@ -243,7 +247,10 @@ def _run(args: Any) -> Any:
     done = record.finished_count(study.get_trials(deepcopy=False))
     remaining = trials_wanted - done
     print(f"study {study_name!r} in {record.redact_url(storage_url)}: {done} finished, "
-          f"running up to {max(0, remaining)} more")
+          f"running up to {max(0, remaining)} more"
+          + (f" within {budget_minutes:g} min" if budget_minutes and remaining > 0 else "")
+          + (f" (the {preset_name} preset's time budget; --time-budget changes it)"
+             if budget_minutes and remaining > 0 and not args.time_budget else ""))
 
     if remaining > 0:
         for params in enqueued:  # the user's known-good configs first, once per study
@@ -265,7 +272,7 @@ def _run(args: Any) -> Any:
             reduction_factor=preset.reduction_factor, cpus_per_trial=cpus, gpus_per_trial=gpus,
             results_dir=results / "ray", run_name=f"{study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
             address=args.address, scheduler=args.scheduler, objectives=objectives,
-            plugins=args.plugin, time_budget_s=args.time_budget * 60 if args.time_budget else None,
+            plugins=args.plugin, time_budget_s=budget_minutes * 60 if budget_minutes else None,
             tensorboard=results / "tensorboard" / study_name,
             compile=args.compile, checkpoint_optimizer=args.checkpoint_optimizer, baselines=baselines,
         )
@@ -275,6 +282,20 @@ def _run(args: Any) -> Any:
     study = optuna.load_study(study_name=study_name, storage=storage)
     _summarise(study, storage_url, results, args, time.perf_counter() - t0)
     return study
+
+
+def time_budget(args: argparse.Namespace, preset: Any) -> float | None:
+    """The study's time budget in minutes: ``--time-budget``, else the preset's.
+
+    The preset's applies to the preset's own budget only: a study given its own
+    ``--trials``, ``--epochs`` or ``--data-fraction`` runs them all (as
+    benchmark.py's equal-budget cells must) unless ``--time-budget`` caps it.
+    """
+    if args.time_budget:
+        return float(args.time_budget)
+    if args.trials or args.epochs or args.data_fraction:
+        return None
+    return preset.time_budget
 
 
 def read_enqueue(path: Path) -> list[dict[str, Any]]:

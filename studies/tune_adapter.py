@@ -699,7 +699,8 @@ def run_trials(
         tuner.fit()
         if time_budget_s is not None and searcher.open_trials():  # Ray stopped them at the budget
             print(f"time budget of {time_budget_s / 60:g} min reached: trial(s) "
-                  f"{', '.join(map(str, searcher.open_trials()))} cut short, recorded as PRUNED")
+                  f"{', '.join(map(str, searcher.open_trials()))} cut short, recorded as PRUNED; "
+                  "the same command continues the study")
             searcher.close(f"stopped by the time budget ({time_budget_s / 60:g} min)", TrialState.PRUNED)
     except KeyboardInterrupt:
         searcher.close(INTERRUPTED)

@@ -256,3 +256,21 @@ def test_console_scripts_run_the_entry_points(name, tmp_path):
     assert script.exists(), f"{name} is not installed: pip install -e . again after pyproject.toml changed"
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: ")
+
+
+@pytest.mark.parametrize(("argv", "minutes"), [
+    ([], "preset"),  # the quick preset's own budget: its time budget applies
+    (["--time-budget", "3"], 3.0),  # the user's always wins
+    (["--trials", "16"], None),  # a budget of the user's own runs to the end (benchmark.py's cells)
+    (["--epochs", "4"], None),
+    (["--data-fraction", "0.2"], None),
+    (["--trials", "40", "--time-budget", "20"], 20.0),
+])
+def test_the_preset_time_budget_applies_to_the_preset_s_own_budget_only(argv, minutes):
+    from studies.presets import PRESETS
+    from studies.run import time_budget
+
+    quick = PRESETS["quick"]
+    assert quick.time_budget is not None and quick.time_budget < 15  # the quick study's promise
+    args = cli.parse(_parser(), ["--preset", "quick", *argv])
+    assert time_budget(args, quick) == (quick.time_budget if minutes == "preset" else minutes)
