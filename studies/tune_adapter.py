@@ -321,6 +321,13 @@ class StudySearcher(Searcher):
             trial.set_user_attr(record.DRIVER, self._driver)
             if self._heartbeat.interval:
                 self._heartbeat.beat([trial.number])
+            original = duplicate_of(self._study, trial)
+            if original is not None:  # two drivers enqueued the same baseline at once: run it once
+                trial.set_user_attr(record.FAIL_REASON, f"a duplicate of trial {original}: two drivers enqueued "
+                                    f"the reference recipe {trial.user_attrs[record.RECIPE]!r} at once")
+                trial.set_user_attr(record.STALE, True)  # not part of the study's count
+                self._study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                continue
             try:
                 config = self._space(trial)
                 if not isinstance(config, dict):
@@ -451,11 +458,29 @@ def enqueue_baselines(study: optuna.Study, recipes: Sequence[str]) -> None:
     """Enqueues each reference recipe the study lacks (a second driver finds them there).
 
     A baseline whose run was cut (stale: killed or interrupted) is enqueued again.
+    Two drivers at the same instant may both enqueue one: :func:`duplicate_of`
+    closes the later copy when it is asked, so each recipe runs once.
     """
     have = {t.user_attrs.get(record.RECIPE) for t in study.get_trials(deepcopy=False) if not record.is_stale(t)}
     for name in recipes:
         if name not in have:
             study.enqueue_trial({}, user_attrs={record.RECIPE: name})
+
+
+def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """The number of an earlier trial of the same reference recipe, if ``trial`` runs one.
+
+    Enqueueing is check-then-act: two drivers that start at the same instant can
+    each find a recipe missing and enqueue it. Optuna pops waiting trials in
+    order, so the earlier copy is already running when a later one is asked.
+    A stale earlier copy (its driver died) does not count: the later one runs.
+    """
+    recipe = trial.user_attrs.get(record.RECIPE)
+    if recipe is None:
+        return None
+    return next((t.number for t in study.get_trials(deepcopy=False)
+                 if t.number < trial.number and t.user_attrs.get(record.RECIPE) == recipe
+                 and not record.is_stale(t)), None)
 
 
 def baselines_after(slots: int | None, wanted: int, baselines: int) -> int:

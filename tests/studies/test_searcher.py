@@ -174,6 +174,42 @@ def test_a_second_driver_or_a_resumed_study_does_not_enqueue_the_baselines_twice
     assert _recipes(url) == [None, "keras_reference", "torch_reference", None]
 
 
+def test_a_baseline_that_two_drivers_enqueued_at_once_runs_once_and_is_not_counted(url):
+    first = _searcher(url, baselines=RECIPES, baselines_after=0, wanted=3)
+    second = _searcher(url, baselines=RECIPES, baselines_after=0, wanted=3)
+    study = optuna.load_study(study_name="contract", storage=url)
+    # What two drivers leave when both checked before either enqueued: every recipe twice.
+    for name in RECIPES * 2:
+        study.enqueue_trial({}, user_attrs={record.RECIPE: name})
+    first._baselines = second._baselines = []  # both have enqueued
+    first.suggest("a")  # trial 0: keras
+    second.suggest("b")  # trial 1: torch
+    assert second.suggest("c") is not None  # trials 2 and 3 are copies: closed; trial 4 is sampled
+    trials = optuna.load_study(study_name="contract", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.RUNNING, TrialState.FAIL,
+                                         TrialState.FAIL, TrialState.RUNNING]
+    assert _recipes(url) == [*RECIPES, *RECIPES, None]
+    assert "duplicate of trial 0" in record.fail_reason(trials[2])
+    assert "duplicate of trial 1" in record.fail_reason(trials[3])
+    assert record.finished_count(trials) == 0  # the copies do not take the place of requested trials
+    for trial_id in ("a", "b", "c"):
+        (first if trial_id == "a" else second).on_trial_complete(trial_id, _result(3, 0.5, finished=True))
+    assert record.finished_count(optuna.load_study(study_name="contract", storage=url).trials) == 3
+
+
+def test_a_stale_baseline_is_not_a_reason_to_skip_its_new_copy(url):
+    searcher = _searcher(url, baselines=["keras_reference"], baselines_after=0)
+    study = optuna.load_study(study_name="contract", storage=url)
+    study.enqueue_trial({}, user_attrs={record.RECIPE: "keras_reference"})
+    searcher._baselines = []
+    searcher.suggest("a")
+    study.tell(0, state=TrialState.FAIL)  # its driver died: stale, no reason
+    study.enqueue_trial({}, user_attrs={record.RECIPE: "keras_reference"})  # the resumed study's copy
+    searcher.suggest("b")
+    assert [t.state for t in optuna.load_study(study_name="contract", storage=url).trials] == [
+        TrialState.FAIL, TrialState.RUNNING]
+
+
 def test_baselines_wait_for_one_trial_per_slot_but_always_fit_in_the_study():
     assert baselines_after(2, 16, 2) == 2  # the quick preset on 2 cores: trials 2 and 3
     assert baselines_after(8, 16, 2) == 8
