@@ -307,14 +307,16 @@ def startup_per_trial(trials: Sequence[FrozenTrial], slots: int) -> float:
     build, checkpoints), plus, for every trial that had to wait for a slot (all
     but the first ``slots``), the time from the latest trial end before its start
     to its start (the free slot's wait). Unlike ``overhead_per_trial`` it leaves
-    out slots idle only because no trial was left to run.
+    out slots idle only because no trial was left to run. A trial that a time
+    budget cut (``stopped_by``) lost its unfinished epoch's compute, which is
+    not overhead: only its wait for a slot counts.
     """
     done = sorted((t for t in trials if t.datetime_start and t.datetime_complete),
                   key=lambda t: t.datetime_start)
     if not done:
         return math.nan
     inside = [(t.datetime_complete - t.datetime_start).total_seconds() - _train_seconds(t)
-              for t in done]
+              for t in done if record.STOPPED_BY not in t.user_attrs]
     waits = []
     for t in done[max(1, slots):]:
         ended = [o.datetime_complete for o in done if o.datetime_complete <= t.datetime_start]

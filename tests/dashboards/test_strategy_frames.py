@@ -66,6 +66,17 @@ def records(tmp_path_factory):
             for c in (REF0, REF1, TPE0)]
 
 
+def test_a_trial_cut_by_the_time_budget_is_not_start_up_overhead(tmp_path):
+    study = make_study(f"sqlite:///{tmp_path / 'cut.db'}", TPE0, slots=1)
+    add(study, TrialState.COMPLETE, start=0, end=10, epochs=2, seconds=9.0, value=0.5, curve={1: 0.4, 2: 0.5})
+    # Cut 30 s into its first epoch: no epoch recorded, so no compute, but it was not start-up.
+    add(study, TrialState.PRUNED, start=12, end=42, epochs=0, seconds=0.0,
+        **{record.STOPPED_BY: "the study's time budget (1 min)"})
+    (trial_a, trial_b) = study.get_trials()
+    # Trial a: 1 s beyond its compute; trial b waited 2 s for the slot and its own 30 s are left out.
+    assert sf.startup_per_trial([trial_a, trial_b], slots=1) == pytest.approx((1 + 2) / 2)
+
+
 def test_trial_curve_orders_by_completion_and_keeps_best_so_far(records):
     curve = sf.trial_curve(records[0].trials)
     assert curve["number"].tolist() == [1, 0, 3, 2]  # stale FAIL and RUNNING left out
