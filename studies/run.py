@@ -246,11 +246,12 @@ def _run(args: Any) -> Any:
         print(f"marked {len(stale)} trial(s) left RUNNING by a stopped driver as FAIL: {stale}")
     done = record.finished_count(study.get_trials(deepcopy=False))
     remaining = trials_wanted - done
+    within = ""
+    if budget_minutes and remaining > 0:
+        within = f" within {budget_minutes:g} min" + (
+            "" if args.time_budget else f" (the {preset_name} preset's time budget; --time-budget changes it)")
     print(f"study {study_name!r} in {record.redact_url(storage_url)}: {done} finished, "
-          f"running up to {max(0, remaining)} more"
-          + (f" within {budget_minutes:g} min" if budget_minutes and remaining > 0 else "")
-          + (f" (the {preset_name} preset's time budget; --time-budget changes it)"
-             if budget_minutes and remaining > 0 and not args.time_budget else ""))
+          f"running up to {max(0, remaining)} more{within}")
 
     if remaining > 0:
         for params in enqueued:  # the user's known-good configs first, once per study

@@ -183,6 +183,7 @@ def test_a_time_budget_stops_the_study_and_records_the_cut_trials_as_pruned(tiny
         assert 0 < t.user_attrs["epochs_run"] < 400 and len(t.intermediate_values) == t.user_attrs["epochs_run"]
         assert t.user_attrs["stopped_by"] == "stopped by the time budget (0.4 min)"
     assert "time budget of 0.4 min reached" in proc.stdout
+    assert "running up to 4 more within 0.4 min\n" in proc.stdout  # the user's own budget: no preset note
 
 
 def test_a_64px_study_runs_the_reference_recipes_on_the_cpu(tiny_cifar, tmp_path):
