@@ -141,12 +141,12 @@ def image_size(text: str) -> int:
     return value
 
 
-def add_common(parser: argparse.ArgumentParser) -> None:
+def add_common(parser: argparse.ArgumentParser,
+               preset_help: str = "budget; default: full when a GPU is visible, else quick") -> None:
     parser.add_argument("--space", default="resnet_cifar",
                         help="search space: a built-in name (default: resnet_cifar), PATH.py defining "
                         "space(trial, limits), PATH.py:function or package.module:function")
-    parser.add_argument("--preset", choices=sorted(PRESETS),
-                        help="budget; default: full when a GPU is visible, else quick")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help=preset_help)
     parser.add_argument("--data", help="dataset: a cifar-10-batches-py folder, an ImageFolder with "
                         "train/, test/ and optionally val/, a CSV manifest (path,label[,split]), or an "
                         "archive of a folder; default: download CIFAR-10")

@@ -4,7 +4,8 @@
     python studies/final.py --config torch_reference --preset quick
 
 Trains on train + validation (the whole training split) for ``--minutes`` per
-seed (the preset's default; turned into epochs by a short timed probe) or
+seed (the preset's default, the study's own preset unless ``--preset`` says
+otherwise; turned into epochs by a short timed probe) or
 ``--epochs``, once per seed, then evaluates each model on the test split, the
 only place the test split is used. Writes a model bundle and a result per seed
 as each ends (the same command skips finished seeds), the config, the plan and
@@ -36,7 +37,8 @@ from trainers.errors import UserError
 
 def _parser() -> cli.Parser:
     parser = cli.Parser(description=__doc__.split("\n")[0])
-    cli.add_common(parser)
+    cli.add_common(parser, preset_help="budget; default: the one the --study ran, else full when a GPU "
+                   "is visible, else quick")
     parser.add_argument("--config", help="run a named recipe instead of a study's best trial "
                         "(torch_reference, keras_reference)")
     parser.add_argument("--trial", type=int, help="trial number to re-run (default: the best COMPLETE one)")
@@ -179,6 +181,11 @@ def _final(args: Any) -> dict[str, Any]:
             print(f"final run of {study_name} trial {trial.number} ({_objective_text(study, trial)})")
         settings = record.settings_of(study)
         expected = settings.data if settings is not None else None
+        if args.preset is None and settings is not None and settings.preset in PRESETS:
+            # A smoke study's final run is a smoke run, not the machine's default 12 minutes a seed.
+            preset_name, why = settings.preset, f"the preset study {study_name!r} ran"
+            preset = PRESETS[preset_name]
+        print(f"preset: {preset_name} ({why})")
 
     image_size = args.image_size or candidates[0].base.image_size
     dataset = load_dataset(args.data, image_size=image_size, cache_dir=args.cache_dir)

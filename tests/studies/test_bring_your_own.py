@@ -3,6 +3,7 @@ manifest of 64 px images, known-good configs first, a 2-node Ray cluster, then t
 prediction on held-out images and a TorchScript export that agrees with it."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,12 +24,32 @@ ROOT = Path(__file__).resolve().parents[2]
 SIZE = 64
 
 PLUGIN = """
+import time
+from pathlib import Path
+
+import ray
 from torch import nn
 from trainers.models import register_model
+
+MEET = Path(__file__).resolve().parent / "meet"
+
+
+def meet():
+    # The test's, not a user's: a trial's worker waits (up to 2 minutes) until workers on two
+    # nodes have built a model. A trial is short, and Ray hands a finished trial's worker to a
+    # trial whose own worker is still starting on the other node, so without this all trials
+    # may run on one node.
+    if not MEET.is_dir() or not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return
+    (MEET / ray.get_runtime_context().get_node_id()).touch()
+    deadline = time.monotonic() + 120
+    while len(list(MEET.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 @register_model("byo_cnn", depths=(1,), default_depth=1, default_width=8, widths_hint=(8, 16),
                 has_drop_path=False, description="a user's model, from a plugin file")
 def build(num_classes, depth, width):
+    meet()
     return nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
 """
@@ -90,13 +111,14 @@ def byo(tmp_path_factory):
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        # Trials long enough (~5 s) that both nodes get one before any slot frees up.
+        (home / "code" / "meet").mkdir()  # the plugin's meeting point: one trial on each node
         study = run("run.py", "--space", space, "--preset", "smoke", "--epochs", 30, "--trials", 3,
                     "--scheduler", "fifo",
                     "--no-baselines", "--enqueue", home / "enqueue.json", "--address", cluster.address,
                     *common, cwd=home)
     finally:
         cluster.shutdown()
+    shutil.rmtree(home / "code" / "meet")  # the final run and predict.py build the model alone
     assert study.returncode == 0, study.stderr[-3000:]
     final = run("final.py", "--study", "my_space-smoke", "--seeds", 1, *common, cwd=home)
     assert final.returncode == 0, final.stderr[-3000:]

@@ -93,10 +93,15 @@ def test_baselines_first_starts_the_study_with_the_reference_recipes(tiny_cifar,
 
 def test_final_run_trains_seeds_and_reports_test_accuracy(study_run):
     results, common, _ = study_run
-    proc = run("final.py", *common, "--seeds", 2)
+    # The command run.py suggests, without --preset: the study's own (smoke) budget, not this
+    # machine's default (quick: 12 minutes a seed).
+    no_preset = [a for a in common if a != "--preset" and a != "smoke"]
+    proc = run("final.py", "--study", "resnet_cifar-smoke", *no_preset, "--seeds", 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "preset: smoke (the preset study 'resnet_cifar-smoke' ran)" in proc.stdout
     out = results / "final" / "resnet_cifar-smoke"
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["epochs"] == 2  # the smoke search's epochs
     accs = [r["test_acc"] for r in metrics["runs"]]
     assert len(accs) == 2 and metrics["seeds"] == [0, 1]
     assert metrics["test_acc_mean"] == pytest.approx(sum(accs) / 2)
