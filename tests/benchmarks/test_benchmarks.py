@@ -219,3 +219,34 @@ def test_gpu_check_smoke_runs_every_section(tmp_path):
     t93 = sections["time_to_93"]["results"]
     assert t93["epochs_run"] >= 1 and all(0 <= c["test_acc"] <= 1 for c in t93["curve"])
     assert _positive(record["total_seconds"])
+
+
+def test_asha_replay_applies_ray_s_rule_to_recorded_curves(tmp_path):
+    import optuna
+
+    from benchmarks.asha_replay import Replay, replay, rungs
+
+    assert rungs(1, 3, 6) == [1, 3] and rungs(3, 3, 6) == [3] and rungs(2, 3, 27) == [2, 6, 18]
+    curves = [[0.5, 0.6, 0.7], [0.4, 0.5, 0.9], [0.6, 0.7, 0.8]]
+    # The first trial continues; the second is below the 67th percentile of [0.5] and stops after
+    # epoch 1; the third is above that of [0.5, 0.4] (0.467) and finishes.
+    assert replay(curves, 1, 3, target=0.9) == Replay(1, 7, 0.8, None, 1)
+    assert replay(curves, 1, 3, target=0.8) == Replay(1, 7, 0.8, 7, 1)
+    assert replay(curves, 3, 3, target=0.9) == Replay(3, 9, 0.9, 6, 0)  # no rung below the last epoch
+
+    url = f"sqlite:///{tmp_path / 'fifo.db'}"
+    study = optuna.create_study(study_name="fifo", storage=url, direction="maximize")
+    for curve in curves:
+        study.add_trial(optuna.trial.create_trial(
+            value=curve[-1], intermediate_values={e + 1: v for e, v in enumerate(curve)}))
+    proc = _run("asha_replay.py", "--storage", url, "--study", "fifo", "--grace", "1,3", "--out",
+                str(tmp_path), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "asha_replay.json").read_text())
+    assert record["target"] == 0.9 and [r["reached_at"] for r in record["replays"]] == [None, 6]
+    assert "| 1 | 7 | 1 | 80.00% | never |" in proc.stdout and "| 3 | 9 | 0 | 90.00% | 6 |" in proc.stdout
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values={1: 0.1}))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "asha_replay.py"), "--storage", url,
+                           "--study", "fifo", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "error: 1 of the 4 trials of 'fifo' stopped early; replay a FIFO study, whose trials all ran to the end")
