@@ -415,7 +415,9 @@ def parse_models(text: str, known: Sequence[str], flag: str = "--models") -> tup
 def _check_params(params: dict[str, Any], trial: Any, where: str, difflib: Any) -> None:
     for name, value in params.items():
         if name not in trial.params:
-            close = difflib.get_close_matches(name, list(trial.params), n=1)
+            # A name the space prefixes (cifar_zoo's ``resnet_depth``), else the closest spelling.
+            close = [p for p in trial.params if p.endswith(f"_{name}")] or difflib.get_close_matches(
+                name, list(trial.params), n=1)
             raise UserError(f"{where}: {name!r} is not a parameter this space suggests"
                             f"{f' (did you mean {close[0]!r}?)' if close else ''}; "
                             f"its parameters here: {', '.join(trial.params)}")

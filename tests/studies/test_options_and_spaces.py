@@ -128,6 +128,20 @@ def test_enqueued_configs_are_checked_against_the_space(tmp_path):
     assert str(err.value) == "--enqueue 'e.json' entry 0: width=24 is outside the space's choices [16, 32]"
 
 
+def test_an_enqueued_name_a_space_prefixes_is_pointed_to_the_prefixed_one():
+    """cifar_zoo names depth per family (``resnet_depth``); plain ``depth`` is too far from it
+    for difflib's spelling match, so the message looks for the name as a suffix."""
+    from studies.presets import PRESETS
+
+    quick = PRESETS["quick"]
+    space = get_space("cifar_zoo")
+    check_space(space, "cifar_zoo", quick.fixed, quick.limits, [{"model": "resnet", "resnet_depth": 18}], "e.json")
+    with pytest.raises(UserError) as err:
+        check_space(space, "cifar_zoo", quick.fixed, quick.limits, [{"model": "resnet", "depth": 18}], "e.json")
+    assert str(err.value).startswith(
+        "--enqueue 'e.json' entry 0: 'depth' is not a parameter this space suggests (did you mean 'resnet_depth'?)")
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("[{\"lr\": 0.1}", "is not JSON"),
     ("[1, 2]", "must hold a list of objects"),
