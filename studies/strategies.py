@@ -11,23 +11,32 @@ from collections.abc import Callable
 import optuna
 
 
-def _tpe(seed: int, trials: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        n_startup_trials=max(4, min(10, trials // 3)),  # a 16-trial study can't wait for 10
-        constant_liar=True,  # parallel trials: don't propose the same point twice
-    )
+def startup_trials(trials: int) -> int:
+    """How many random trials a model-based sampler starts a ``trials``-trial study with:
+    Optuna's 10, but a 16-trial study can't wait for 10."""
+    return max(4, min(10, trials // 3))
+
+
+def tpe(seed: int, trials: int, **overrides: object) -> optuna.samplers.TPESampler:
+    """The product's TPE; ``overrides`` change its TPESampler arguments (benchmarks
+    compare variants of it, benchmarks/sampler_toy.py)."""
+    arguments: dict[str, object] = {
+        "seed": seed,
+        "n_startup_trials": startup_trials(trials),
+        "constant_liar": True,  # parallel trials: don't propose the same point twice
+    }
+    return optuna.samplers.TPESampler(**{**arguments, **overrides})
 
 
 SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
-    "tpe": _tpe,
+    "tpe": tpe,
     "random": lambda seed, trials: optuna.samplers.RandomSampler(seed=seed),
     "cmaes": lambda seed, trials: optuna.samplers.CmaEsSampler(
         seed=seed, n_startup_trials=max(2, min(10, trials // 4)), warn_independent_sampling=False),
     "qmc": lambda seed, trials: optuna.samplers.QMCSampler(
         seed=seed, scramble=True, warn_independent_sampling=False),
     "gp": lambda seed, trials: optuna.samplers.GPSampler(
-        seed=seed, n_startup_trials=max(4, min(10, trials // 3))),
+        seed=seed, n_startup_trials=startup_trials(trials)),
 }
 
 

@@ -250,3 +250,37 @@ def test_asha_replay_applies_ray_s_rule_to_recorded_curves(tmp_path):
                            "--study", "fifo", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1 and proc.stderr.strip() == (
         "error: 1 of the 4 trials of 'fifo' stopped early; replay a FIFO study, whose trials all ran to the end")
+
+
+def test_sampler_toy_scores_variants_of_the_product_s_sampler(tmp_path):
+    import optuna
+
+    from benchmarks.sampler_toy import OPTIMUM, PerOptimiserNames, reached_at, toy_accuracy
+
+    best = {"model": "resnet", "depth": 18, "optimizer": "sgd", "lr": 0.1, "weight_decay": 3e-4,
+            "aug_strength": 0.1, "label_smoothing": 0.12, "warmup_epochs": 0.7}
+    assert toy_accuracy(best) == pytest.approx(OPTIMUM)
+    assert toy_accuracy({**best, "lr": 0.01}) == pytest.approx(OPTIMUM - 0.05)  # a decade off: 5 points
+    assert reached_at([0.5, 0.7, 0.6, 0.8], 0.7) == 2 and reached_at([0.5], 0.7) is None
+
+    study = optuna.create_study()
+    study.enqueue_trial({"optimizer": "sgd"})
+    trial = study.ask()
+    from search_spaces import get_space
+    from studies.presets import PRESETS
+
+    values = get_space("resnet_cifar")(PerOptimiserNames(trial), PRESETS["quick"].limits)
+    assert values["lr"] == trial.params["sgd_lr"] and "lr" not in trial.params
+    assert trial.distributions["sgd_lr"].low == 0.02
+
+    _run("sampler_toy.py", "--seeds", "2", "--budgets", "6", "--out", str(tmp_path), tmp_path=tmp_path)
+    record = json.loads((tmp_path / "sampler_toy.json").read_text())
+    assert [r["variant"] for r in record["rows"]] == [
+        "tpe", "tpe-per-optimiser-names", "tpe-multivariate", "tpe-startup-3", "random"]
+    for row in record["rows"]:
+        assert len(row["regrets"]) == 2 and all(0 <= r < 0.2 for r in row["regrets"])
+        assert 1 <= row["reached_random_best_median"] <= 7
+    assert record["rows"][0]["p_better_than_tpe"] == 0.5  # against itself
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sampler_toy.py"), "--variants", "tpe,bogus"],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert proc.returncode == 2 and "--variants: bogus; known: tpe," in proc.stderr
