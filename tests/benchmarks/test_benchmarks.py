@@ -279,7 +279,7 @@ def test_sampler_toy_scores_variants_of_the_product_s_sampler(tmp_path):
         "tpe", "tpe-per-optimiser-names", "tpe-multivariate", "tpe-startup-3", "random"]
     for row in record["rows"]:
         assert len(row["regrets"]) == 2 and all(0 <= r < 0.2 for r in row["regrets"])
-        assert 1 <= row["reached_random_best_median"] <= 7
+        assert 1 <= row["reached_random_best_median"] <= 7 and 0 <= row["reached_random_best_in_a_third"] <= 1
     assert record["rows"][0]["p_better_than_tpe"] == 0.5  # against itself
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sampler_toy.py"), "--variants", "tpe,bogus"],
                           capture_output=True, text=True, cwd=ROOT, check=False)
