@@ -43,6 +43,22 @@ def add_measurement_args(p) -> None:
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON + markdown")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer (argparse turns the error into one line)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: ``"1,2,3"`` as positive integers."""
+    values = [positive_int(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise ValueError(text)
+    return values
+
+
 def default_archive() -> Path | None:
     """The shared CIFAR-10 archive beside the repository (``../shared/data``), if present."""
     for root in (REPO_ROOT.parent, REPO_ROOT):

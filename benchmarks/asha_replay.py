@@ -27,7 +27,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import publish
+from benchmarks._common import positive_ints, publish
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,13 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--storage", required=True, help="Optuna RDB URL of a FIFO study")
     parser.add_argument("--study", required=True, help="the study's name")
-    parser.add_argument("--grace", default="1,2,3", help="grace periods to replay (comma-separated)")
-    parser.add_argument("--reduction-factor", type=int, default=3)
+    parser.add_argument("--grace", type=positive_ints, default="1,2,3",
+                        help="grace periods to replay (comma-separated)")
+    parser.add_argument("--reduction-factor", type=int, default=3, help="at least 2, as in Ray")
     parser.add_argument("--out", type=Path, help="folder for asha_replay.json/.md (default $OUT or benchmarks/out)")
     args = parser.parse_args(argv)
+    if args.reduction_factor < 2:  # 1 would never reach the last epoch
+        parser.error(f"--reduction-factor {args.reduction_factor}: must be at least 2")
     curves, epochs = study_curves(args.storage, args.study)
     target = max(c[-1] for c in curves)
-    results = [replay(curves, int(g), args.reduction_factor, target) for g in args.grace.split(",")]
+    results = [replay(curves, g, args.reduction_factor, target) for g in args.grace]
     lines = [f"{args.study}: {len(curves)} trials of {epochs} epochs, {len(curves) * epochs} trial-epochs, "
              f"final best {target * 100:.2f}%", "",
              "| grace | trial-epochs | stopped | best | reached the final best at |", "|---:|---:|---:|---:|---:|"]

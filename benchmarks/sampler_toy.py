@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import optuna
 
-from benchmarks._common import publish
+from benchmarks._common import positive_int, positive_ints, publish
 from dashboards.stats import bootstrap_ci, iqm, prob_improvement
 from search_spaces import aug_cap, get_space
 from studies.presets import PRESETS
@@ -126,8 +126,8 @@ def reached_at(observed: list[float], target: float) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=100, help="seeds per budget")
-    p.add_argument("--budgets", default="10,16", help="comma-separated trials per study")
+    p.add_argument("--seeds", type=positive_int, default=100, help="seeds per budget")
+    p.add_argument("--budgets", type=positive_ints, default="10,16", help="comma-separated trials per study")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON + markdown")
     args = p.parse_args(argv)
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--variants: {', '.join(unknown) or 'tpe and random are required'}; known: {', '.join(VARIANTS)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = args.budgets
 
     rows = []
     lines = [

@@ -250,6 +250,11 @@ def test_asha_replay_applies_ray_s_rule_to_recorded_curves(tmp_path):
                            "--study", "fifo", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1 and proc.stderr.strip() == (
         "error: 1 of the 4 trials of 'fifo' stopped early; replay a FIFO study, whose trials all ran to the end")
+    for bad, message in ((["--grace", "1,a"], "argument --grace: invalid positive_ints value: '1,a'"),
+                         (["--reduction-factor", "1"], "--reduction-factor 1: must be at least 2")):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "asha_replay.py"), "--storage", url,
+                               "--study", "fifo", *bad], capture_output=True, text=True, cwd=ROOT, check=False)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(message)
 
 
 def test_sampler_toy_scores_variants_of_the_product_s_sampler(tmp_path):
@@ -284,3 +289,9 @@ def test_sampler_toy_scores_variants_of_the_product_s_sampler(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sampler_toy.py"), "--variants", "tpe,bogus"],
                           capture_output=True, text=True, cwd=ROOT, check=False)
     assert proc.returncode == 2 and "--variants: bogus; known: tpe," in proc.stderr
+    for bad, message in ((["--budgets", "1x"], "argument --budgets: invalid positive_ints value: '1x'"),
+                         (["--seeds", "0"], "argument --seeds: invalid positive_int value: '0'")):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sampler_toy.py"), *bad],
+                              capture_output=True, text=True, cwd=ROOT, check=False)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(message)
+        assert "Traceback" not in proc.stderr
