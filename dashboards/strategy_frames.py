@@ -32,6 +32,7 @@ __all__ = [
     "pairwise_frame",
     "reach",
     "reference_target",
+    "seed_pairs_frame",
     "step_values",
     "strategy_frame",
     "study_frame",
@@ -298,6 +299,52 @@ def study_frame(records: Sequence[StudyRecord], reference: str) -> pd.DataFrame:
     frame.insert(frame.columns.get_loc("slots"), "reach_epochs", [h[0] for h in hits])
     frame.insert(frame.columns.get_loc("slots"), "reach_wall_seconds", [h[1] for h in hits])
     return frame
+
+
+def seed_pairs_frame(curves: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Each study against the reference strategy's study of the same seed.
+
+    The mean over seeds (:func:`study_frame`'s ``reach_epochs``) can hide a seed
+    whose reference got lucky; paired by seed, both studies saw the same seed.
+
+    Args:
+        curves: :func:`curves_frame`.
+        reference: The strategy (``sampler-scheduler``) the others are paired with.
+
+    Returns:
+        One row per study of another strategy whose seed the reference also ran,
+        in the curves' order: ``strategy``, ``seed``, ``target`` (the reference
+        seed's final best COMPLETE accuracy), ``reach_epochs`` (trial-epochs
+        until this study's best COMPLETE first reached it; NaN: never),
+        ``reference_epochs`` (the reference study's trial-epochs),
+        ``reach_share`` (``reach_epochs / reference_epochs``),
+        ``equal_epochs`` (the smaller of the two studies' trial-epochs) and
+        ``best_at_equal`` / ``reference_at_equal`` (each study's best COMPLETE
+        accuracy after that many trial-epochs; NaN: none yet).
+    """
+    columns = ["strategy", "seed", "target", "reach_epochs", "reference_epochs", "reach_share",
+               "equal_epochs", "best_at_equal", "reference_at_equal"]
+    if curves.empty:
+        return pd.DataFrame(columns=columns)
+    refs = {seed: g for seed, g in curves[curves["strategy"] == reference].groupby("seed")}
+    rows = []
+    for (strategy, seed), own in curves[curves["strategy"] != reference].groupby(["strategy", "seed"],
+                                                                                 sort=False):
+        ref = refs.get(seed)
+        if ref is None or ref.empty:
+            continue
+        target = float(ref["best_complete"].iloc[-1])
+        ref_epochs, own_epochs = float(ref["trial_epochs"].iloc[-1]), float(own["trial_epochs"].iloc[-1])
+        reached = reach(own, target)[0]
+        equal = min(own_epochs, ref_epochs)
+        rows.append({
+            "strategy": strategy, "seed": seed, "target": target, "reach_epochs": reached,
+            "reference_epochs": ref_epochs, "reach_share": reached / ref_epochs if ref_epochs else math.nan,
+            "equal_epochs": equal,
+            "best_at_equal": float(step_values(own["trial_epochs"], own["best_complete"], [equal])[0]),
+            "reference_at_equal": float(step_values(ref["trial_epochs"], ref["best_complete"], [equal])[0]),
+        })
+    return pd.DataFrame(rows, columns=columns)
 
 
 def startup_per_trial(trials: Sequence[FrozenTrial], slots: int) -> float:

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from dashboards.page import Block, section, style, table, text_table, write_page
 
 __all__ = ["curve_figure", "overhead_rows", "overhead_text", "pairwise_rows", "pairwise_text", "rank_figure",
-           "summary_rows", "summary_text", "write_report"]
+           "seed_pair_rows", "seed_pairs_text", "summary_rows", "summary_text", "write_report"]
 
 GOAL_UTILIZATION = 0.90  # the issue's goals for the study driver's overhead
 GOAL_OVERHEAD_SECONDS = 1.0
@@ -101,6 +101,28 @@ def overhead_rows(studies: pd.DataFrame) -> list[list[str]]:
             "; ".join(notes),
         ])
     return rows
+
+
+def seed_pair_rows(seed_pairs: pd.DataFrame, reference: str) -> tuple[list[str], list[list[str]]]:
+    """Each study against the reference's study of the same seed: header and rows."""
+    header = ["strategy", "seed", f"{reference}'s final best", "trial-epochs to reach it",
+              f"share of {reference}'s trial-epochs", "at equal trial-epochs", "best there",
+              f"{reference}'s best there"]
+    rows = []
+    for _, row in seed_pairs.iterrows():
+        reached = not _missing(row["reach_epochs"])
+        rows.append([
+            row["strategy"], str(row["seed"]), _acc(row["target"], math.nan),
+            f"{row['reach_epochs']:.0f} of {row['reference_epochs']:.0f}" if reached else "not reached",
+            f"{row['reach_share']:.0%}" if reached else "-", _num(row["equal_epochs"]),
+            _acc(row["best_at_equal"], math.nan), _acc(row["reference_at_equal"], math.nan),
+        ])
+    return header, rows
+
+
+def seed_pairs_text(seed_pairs: pd.DataFrame, reference: str) -> str:
+    """:func:`seed_pair_rows` as plain text, for the terminal."""
+    return text_table(*seed_pair_rows(seed_pairs, reference))
 
 
 def pairwise_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -190,7 +212,7 @@ def rank_figure(ranks: pd.DataFrame, x_title: str, x_scale: float = 1.0) -> go.F
 def write_report(path: Path, *, title: str, grid: str, budget: str, reference: str, target: float,
                  strategies: pd.DataFrame, studies: pd.DataFrame, by_epochs: pd.DataFrame,
                  by_wall: pd.DataFrame, pairs: pd.DataFrame | None = None,
-                 ranks: pd.DataFrame | None = None) -> Path:
+                 ranks: pd.DataFrame | None = None, seed_pairs: pd.DataFrame | None = None) -> Path:
     """Writes the benchmark's self-contained HTML page and returns its path."""
     esc = html.escape
     reach_caption = (
@@ -229,6 +251,7 @@ def write_report(path: Path, *, title: str, grid: str, budget: str, reference: s
         curve_figure(by_wall, "wall minutes since the first trial started", x_scale=60.0),
         section("Summary", "summary-table", reach_caption),
         table(_SUMMARY_HEADER, summary_rows(strategies), table_id="summary", css="data compare"),
+        *_seed_pair_blocks(seed_pairs, reference),
         *_pairwise_blocks(pairs, ranks),
         section("Overhead", "overhead", overhead_caption),
         table(_OVERHEAD_HEADER, overhead_rows(studies), table_id="overhead-table", css="data compare"),
@@ -243,6 +266,19 @@ _STATS_NOTE = (
     "(lowest + 4 × middle + highest) / 6), robust to one lucky or unlucky seed. [95% CI]: a percentile "
     "bootstrap interval (4,000 resamples of the seeds, scipy.stats.bootstrap). With 3 seeds an interval is "
     "wide and coarse: read overlapping intervals as “not shown to differ”.")
+
+
+def _seed_pair_blocks(seed_pairs: pd.DataFrame | None, reference: str) -> list[Block]:
+    if seed_pairs is None or seed_pairs.empty:
+        return []
+    header, rows = seed_pair_rows(seed_pairs, reference)
+    return [section("Seed by seed", "seed-pairs",
+                    f"Each study against the {html.escape(reference)} study of the same seed: the trial-epochs "
+                    "until its best COMPLETE accuracy first reached that study's final best, as a share of "
+                    "that study's trial-epochs, and both studies' best COMPLETE accuracy after the same "
+                    "number of trial-epochs (the smaller of the two studies' totals). The summary's "
+                    "“to reach” uses the mean over seeds instead, which one lucky seed can move."),
+            table(header, rows, table_id="seed-pairs-table", css="data compare")]
 
 
 def _pairwise_blocks(pairs: pd.DataFrame | None, ranks: pd.DataFrame | None) -> list[Block]:

@@ -39,6 +39,7 @@ from dashboards.strategy_frames import (
     mean_curves,
     pairwise_frame,
     reference_target,
+    seed_pairs_frame,
     strategy_frame,
     study_frame,
     study_name,
@@ -390,13 +391,15 @@ def _run_cell(args: argparse.Namespace, cell: Cell, variant: Variant | None, nam
 def _write_outputs(records: list[StudyRecord], folder: Path, stem: str, reference: str, budget: str,
                    grid: str) -> None:
     from dashboards.stats import average_ranks
-    from dashboards.strategy_report import overhead_text, pairwise_text, summary_text, write_report
+    from dashboards.strategy_report import (overhead_text, pairwise_text, seed_pairs_text, summary_text,
+                                            write_report)
 
     curves = curves_frame(records)
     studies = study_frame(records, reference)
     strategies = strategy_frame(studies)
     target = reference_target(studies, reference)
     pairs = pairwise_frame(studies)
+    by_seed = seed_pairs_frame(curves, reference)
     folder.mkdir(parents=True, exist_ok=True)
     csv, curves_csv = folder / f"{stem}.csv", folder / f"{stem}-curves.csv"
     studies.to_csv(csv, index=False)
@@ -406,7 +409,7 @@ def _write_outputs(records: list[StudyRecord], folder: Path, stem: str, referenc
                         budget=budget, reference=reference, target=target, strategies=strategies,
                         studies=studies, by_epochs=mean_curves(curves, "trial_epochs"),
                         by_wall=mean_curves(curves, "wall_seconds"), pairs=pairs,
-                        ranks=average_ranks(curves, "trial_epochs"))
+                        ranks=average_ranks(curves, "trial_epochs"), seed_pairs=by_seed)
     pct = "-" if math.isnan(target) else f"{target:.1%}"
     print(f"\n{budget}\nbest validation accuracy and trial-epochs: interquartile mean over seeds "
           f"[percentile bootstrap 95% interval]; 'to reach' = until the best COMPLETE accuracy reached "
@@ -416,6 +419,10 @@ def _write_outputs(records: list[StudyRecord], folder: Path, stem: str, referenc
         print("\nprobability that a seed of the row's strategy finds a better best COMPLETE accuracy than a "
               "seed of the column's [95% interval]:")
         print(pairwise_text(pairs))
+    if not by_seed.empty:
+        print(f"\nseed by seed against {reference}'s study of the same seed (to reach its final best; "
+              "both bests at equal trial-epochs):")
+        print(seed_pairs_text(by_seed, reference))
     print("\noverhead per study (utilization = compute / (wall x slots); goal >= 90%, <= 1 s per trial):")
     print(overhead_text(studies))
     print(f"\nHTML: {page.resolve()}\nCSV: {csv.resolve()}\n     {curves_csv.resolve()}")

@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from dashboards import strategy_frames as sf
+from dashboards import strategy_report as sr
 from studies import record
 from studies.benchmark import slots
 
@@ -176,3 +177,30 @@ def test_pairwise_frame_and_interval_curves(records):
     assert ref.loc[6, "best_complete_iqm"] == pytest.approx(0.60)
     assert (ref.loc[6, "best_complete_lo"], ref.loc[6, "best_complete_hi"]) == pytest.approx((0.5, 0.7))
     assert math.isnan(ref.loc[2, "best_complete_lo"])  # seed 0 has no COMPLETE trial yet
+
+
+def test_seed_pairs_compare_each_study_with_the_same_seeds_reference(records):
+    pairs = sf.seed_pairs_frame(sf.curves_frame(records), "random-fifo")
+    # Only tpe-asha seed 0 has a reference of its seed (random-fifo seed 0); seed 1's reference
+    # (0.70) does not count against it, as the mean over seeds (0.60) would.
+    assert pairs[["strategy", "seed"]].values.tolist() == [["tpe-asha", 0]]
+    row = pairs.iloc[0]
+    assert row["target"] == 0.50 and row["reference_epochs"] == 6
+    # tpe's COMPLETE 0.62 arrives after 1 + 2 trial-epochs: half of the reference's 6.
+    assert row["reach_epochs"] == 3 and row["reach_share"] == pytest.approx(0.5)
+    # At 5 trial-epochs (tpe's total) tpe has 0.62, the reference 0.40 (its 0.50 came at 6).
+    assert (row["equal_epochs"], row["best_at_equal"], row["reference_at_equal"]) == (5, 0.62, 0.40)
+    header, rows = sr.seed_pair_rows(pairs, "random-fifo")
+    assert rows == [["tpe-asha", "0", "50.0%", "3 of 6", "50%", "5", "62.0%", "40.0%"]]
+    assert len(header) == len(rows[0])
+
+
+def test_seed_pairs_say_when_the_reference_is_never_reached(records):
+    curves = sf.curves_frame(records)
+    # Make seed 0's reference better than anything tpe found: tpe never reaches it.
+    curves.loc[curves["study"] == records[0].name, "best_complete"] = 0.90
+    row = sf.seed_pairs_frame(curves, "random-fifo").iloc[0]
+    assert math.isnan(row["reach_epochs"]) and math.isnan(row["reach_share"])
+    assert sr.seed_pair_rows(sf.seed_pairs_frame(curves, "random-fifo"), "random-fifo")[1][0][3:5] == [
+        "not reached", "-"]
+    assert sf.seed_pairs_frame(curves.iloc[0:0], "random-fifo").empty

@@ -110,9 +110,10 @@ def test_benchmark_runs_the_grid_and_writes_csv_and_html(tiny_cifar, tmp_path):
     assert page.count("plotly.js v") == 1  # embedded once, for two figures
     for text in ("tpe-fifo", "random-fifo", "Equal budget: every cell runs 3 finished trials",
                  'id="summary"', 'id="overhead-table"', "incl. pruned", 'id="improvement-table"',
-                 "IQM [95% CI]", "Average rank against trial-epochs"):
+                 "IQM [95% CI]", "Average rank against trial-epochs", 'id="seed-pairs-table"'):
         assert text in page
     assert "tpe-fifo" in proc.stdout and "utilization" in proc.stdout
+    assert "seed by seed against random-fifo's study of the same seed" in proc.stdout
     storage = f"sqlite:///{results / 'benchmark.db'}"
     runs = optuna.load_study(study_name=names[0], storage=storage).user_attrs["benchmark"]["runs"]
     assert len(runs) == 1 and runs[0]["trials_after"] == 3
