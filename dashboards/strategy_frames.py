@@ -331,7 +331,7 @@ def seed_pairs_frame(curves: pd.DataFrame, reference: str) -> pd.DataFrame:
     for (strategy, seed), own in curves[curves["strategy"] != reference].groupby(["strategy", "seed"],
                                                                                  sort=False):
         ref = refs.get(seed)
-        if ref is None or ref.empty:
+        if ref is None:
             continue
         target = float(ref["best_complete"].iloc[-1])
         ref_epochs, own_epochs = float(ref["trial_epochs"].iloc[-1]), float(own["trial_epochs"].iloc[-1])
