@@ -93,6 +93,16 @@ def get_space(spec: str) -> Space:
     return importlib.import_module(f"{__name__}.{spec}").space
 
 
+def get_starts(spec: str, limits: SpaceLimits) -> list[dict[str, Any]]:
+    """A built-in space's known-good parameters for ``limits`` (its optional
+    ``starts(limits)``), tried before anything is sampled; [] for other spaces
+    (a user's own known-good configs go in ``--enqueue``)."""
+    if not is_builtin(spec) or spec not in list_spaces():
+        return []
+    starts = getattr(importlib.import_module(f"{__name__}.{spec}"), "starts", None)
+    return [dict(s) for s in starts(limits)] if starts else []
+
+
 def space_id(spec: str) -> str:
     """What a study records as its space: a built-in name, or the file's absolute path
     (with ``:function``), so the same file continues the same study from any folder."""

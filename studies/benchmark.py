@@ -170,6 +170,9 @@ def _parser() -> cli.Parser:
     parser.add_argument("--baselines", action="store_true",
                         help="run the reference recipes in every cell's study, as run.py does "
                              "(default: off, so every trial compared is the strategy's own)")
+    parser.add_argument("--start", action="store_true",
+                        help="let every cell's study try the space's known-good start first, as run.py "
+                             "does (default: off, so every trial compared is the strategy's own)")
     parser.add_argument("--cpus-per-trial", type=cli.non_negative_float,
                         help="CPUs per trial (default: 1, or 2 with a GPU)")
     parser.add_argument("--gpus-per-trial", type=cli.non_negative_float,
@@ -194,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
 
     cli.quiet_optuna()
-    from search_spaces import get_space, space_id, space_label
+    from search_spaces import aug_cap, get_space, get_starts, space_id, space_label
     from studies import storage as st
     from trainers.plugins import load_plugins
 
@@ -221,10 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--reference {reference!r} is not in the grid; strategies: {', '.join(strategies)}")
     trials = args.trials or preset.trials
     fixed = _fixed(preset, vars(args))
+    extras = [what for what, on in (("the space's start", args.start), ("the reference recipes", args.baselines))
+              if on]
     budget = (f"Equal budget: every cell runs {trials} finished trials of the {preset_name} preset "
               f"({fixed['epochs']} epochs, {fixed['data_fraction']:.0%} of train, "
               f"batch {fixed['batch_size']}), "
-              f"{'the reference recipes and ' if args.baselines else 'all '}"
+              f"{', '.join(extras) + ' and ' if extras else 'all '}"
               "the strategy's own; schedulers that stop trials early spend fewer trial-epochs."
               + (f" Variants: {'; '.join(v.describe() for v in variants.values())}." if variants else ""))
     print(f"preset: {preset_name} ({why})")
@@ -247,11 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for cell, name in zip(cells, names, strict=True):
         opts = _cell_options(args, variants.get(cell.variant))
         cell_fixed = _fixed(preset, opts)
+        limits = dataclasses.replace(preset.limits, max_epochs=cell_fixed["epochs"],
+                                     max_aug_strength=aug_cap(cell_fixed["epochs"]))
         finished.append(_finished(storage, name, build_settings(
-            space=space_id(opts["space"]), preset=preset_name, fixed=cell_fixed,
-            limits=dataclasses.replace(preset.limits, max_epochs=cell_fixed["epochs"]),
+            space=space_id(opts["space"]), preset=preset_name, fixed=cell_fixed, limits=limits,
             data=dataset.fingerprint(), data_source=args.data, objectives=[M.VAL_ACC], sampler=cell.sampler,
-            scheduler=cell.scheduler, baselines=opts["baselines"], seed=cell.seed)))
+            scheduler=cell.scheduler, baselines=opts["baselines"], seed=cell.seed,
+            start=opts["start"] and bool(get_starts(opts["space"], limits)))))
     del dataset
     resources: dict[str, Any] | None = None
     for i, (cell, name, done) in enumerate(zip(cells, names, finished, strict=True), 1):
@@ -283,6 +290,7 @@ def _cell_options(args: argparse.Namespace, variant: Variant | None) -> dict[str
     opts = {key: values.get(key, getattr(args, key)) for key in ("space", "epochs", "data_fraction")}
     opts["image_size"] = args.image_size
     opts["baselines"] = not values["no_baselines"] if "no_baselines" in values else args.baselines
+    opts["start"] = not values["no_start"] if "no_start" in values else args.start
     return opts
 
 
@@ -368,6 +376,8 @@ def _run_cell(args: argparse.Namespace, cell: Cell, variant: Variant | None, nam
         command += ["--plugin", plugin]
     if not opts["baselines"]:
         command.append("--no-baselines")
+    if not opts["start"]:
+        command.append("--no-start")
     log = args.results / "benchmark" / "logs" / f"{name}.log"
     print(f"{tag} {name}: running {trials - before} trial(s) (log: {log})", flush=True)
     started = datetime.datetime.now(datetime.timezone.utc)

@@ -69,6 +69,7 @@ FAILURES = "failures"
 FAIL_REASON = "fail_reason"
 STALE = "stale"  # older studies marked stale trials with it; now: FAIL without a reason
 RECIPE = "recipe"  # a baseline trial: the reference recipe it runs
+START = "start"  # a trial of the space's known-good start (search_spaces.get_starts): the space
 CURVE = "val_acc_curve"  # per-epoch accuracy where Optuna keeps no intermediate values
 DRIVER = "driver"  # host:pid:token of the driver process that asked for the trial
 VALUES = "values"  # the last epoch's metrics by name (val_acc, val_loss, ...)
@@ -108,6 +109,7 @@ class StudySettings:
     sampler: str | None = None
     scheduler: str | None = None
     baselines: bool = True
+    start: bool | None = None  # None: a study made before starts, not compared
     seed: int | None = None
     code: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 

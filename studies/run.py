@@ -79,6 +79,9 @@ def _parser() -> cli.Parser:
                         help="start the reference recipes before any sampled trial (by default they start "
                         "after the first trial of each parallel slot, so ASHA's rungs hold results when "
                         "they arrive and stop them like any other trial; first, ASHA runs them in full)")
+    parser.add_argument("--no-start", action="store_true",
+                        help="do not try the space's known-good start for this budget first (resnet_cifar "
+                        "on a budget of at most 10 epochs); the first trial is then the sampler's")
     parser.add_argument("--stale-after", type=cli.positive_int, default=DEFAULT_STALE_AFTER,
                         help="seconds without a heartbeat after which another driver of the study "
                              f"fails a trial whose driver died (default: {DEFAULT_STALE_AFTER}; a dead "
@@ -130,7 +133,7 @@ def study_name_for(space: str, preset: str, objectives: Sequence[str]) -> str:
 
 def build_settings(*, space: str, preset: str, fixed: dict[str, Any], limits: Any, data: str | None,
                    data_source: str | None, objectives: Sequence[str], sampler: str, scheduler: str,
-                   baselines: bool, seed: int) -> record.StudySettings:
+                   baselines: bool, seed: int, start: bool = False) -> record.StudySettings:
     """The settings a study of these options is created with (run.py's and benchmark.py's)."""
     from studies.provenance import code_version
 
@@ -138,7 +141,7 @@ def build_settings(*, space: str, preset: str, fixed: dict[str, Any], limits: An
         space=space, preset=preset, fixed=fixed, data=data, data_source=data_source,
         limits=limits.to_dict(), split_seed=0, val_fraction=0.1, objectives=tuple(objectives),
         directions=tuple(record.DIRECTIONS[o] for o in objectives), sampler=sampler,
-        scheduler=scheduler, baselines=baselines, seed=seed, code=code_version())
+        scheduler=scheduler, baselines=baselines, start=start, seed=seed, code=code_version())
 
 
 def run_study(**options: Any) -> Any:
@@ -167,7 +170,7 @@ def _run(args: Any) -> Any:
     import torch
 
     cli.quiet_optuna()
-    from search_spaces import SpaceLimits, aug_cap, get_space, space_id, space_label
+    from search_spaces import SpaceLimits, aug_cap, get_space, get_starts, space_id, space_label
     from studies import storage as st
     from trainers.data import load_dataset, make_splits
     from trainers.models import list_models
@@ -213,8 +216,12 @@ def _run(args: Any) -> Any:
     if args.compile and gpus == 0:
         print("note: --compile is ignored: the trials run on the CPU (torch.compile is used on CUDA only)")
 
+    starts = [] if args.no_start else get_starts(args.space, limits)
     # The space is sampled once in memory, and every --enqueue entry checked, before anything is stored.
     check_space(space, args.space, fixed, limits, enqueued, args.enqueue, restricted=bool(models))
+    if starts:
+        check_space(space, args.space, fixed, limits, starts, restricted=bool(models),
+                    source=f"{args.space}'s start (--no-start skips it)")
     results = cli.writable_folder(args.results, "--results")
     storage_url = cli.storage_url(args)
     storage = st.open_storage(storage_url, stale_after=args.stale_after)  # before the data: fail fast
@@ -233,7 +240,7 @@ def _run(args: Any) -> Any:
     settings = build_settings(
         space=space_id(args.space), preset=preset_name, fixed=fixed, limits=limits, data=dataset.fingerprint(),
         data_source=args.data or "cifar10-download", objectives=objectives, sampler=args.sampler,
-        scheduler=args.scheduler, baselines=not args.no_baselines, seed=args.seed)
+        scheduler=args.scheduler, baselines=not args.no_baselines, seed=args.seed, start=bool(starts))
     study, stored = st.open_study(storage, study_name, settings)
     if models and stored.limits and list(stored.limits.get("models") or []) != list(models):
         raise UserError(f"study {study_name!r} was run with models {', '.join(stored.limits.get('models') or [])}, "
@@ -256,6 +263,10 @@ def _run(args: Any) -> Any:
     if remaining > 0:
         for params in enqueued:  # the user's known-good configs first, once per study
             study.enqueue_trial(params, skip_if_exists=True)
+        if stored.start:  # then the space's, if the study was made with it
+            for params in starts:
+                study.enqueue_trial(params, user_attrs={record.START: space_label(args.space)},
+                                    skip_if_exists=True)
         from studies.tune_adapter import enqueue_baselines, run_trials
 
         baselines = list_recipes() if stored.baselines else []
@@ -329,13 +340,14 @@ def read_enqueue(path: Path) -> list[dict[str, Any]]:
 
 def check_space(space: Any, spec: str, fixed: dict[str, Any], limits: Any,
                 enqueued: Sequence[dict[str, Any]] = (), enqueue_file: Any = None,
-                restricted: bool = False) -> None:
+                restricted: bool = False, source: str | None = None) -> None:
     """Samples the space once in an in-memory study, and each ``--enqueue`` entry, and checks
     the configs they make: a mistake fails here, before any trial is stored.
 
     Args:
         restricted: ``--models`` was given, so the config's model must be one of
             ``limits.models`` (a space that does not choose the family ignores them).
+        source: what the entries' errors name instead of ``--enqueue FILE`` (the space's start).
 
     Raises:
         UserError: the space raised, returned no dict, or made an invalid config (an
@@ -364,7 +376,8 @@ def check_space(space: Any, spec: str, fixed: dict[str, Any], limits: Any,
             raise UserError(f"{where}: {err}") from None
 
     for i, params in enumerate([None, *enqueued]):
-        where = f"--space {spec}" if params is None else f"--enqueue {str(enqueue_file)!r} entry {i - 1}"
+        where = f"--space {spec}" if params is None else \
+            f"{source or f'--enqueue {str(enqueue_file)!r}'} entry {i - 1}"
         if params is not None:
             study.enqueue_trial(params)
         try:

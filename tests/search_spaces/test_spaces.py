@@ -1,3 +1,5 @@
+import dataclasses
+
 import optuna
 import pytest
 
@@ -139,3 +141,38 @@ def test_the_quick_preset_samples_only_width_16_resnets():
         seen.add((values["depth"], values["width"]))
         study.tell(trial, 0.1)
     assert seen == {(10, 16), (18, 16)}
+
+
+# ---------------------------------------------------------------- a budget's known-good start
+
+
+def test_a_short_resnet_study_starts_from_the_recorded_recipe_and_a_long_one_does_not():
+    from search_spaces import get_starts
+    from search_spaces.resnet_cifar import SHORT_BUDGET_START
+
+    quick = dataclasses.replace(PRESETS["quick"].limits, max_aug_strength=aug_cap(6))
+    assert get_starts("resnet_cifar", quick) == [SHORT_BUDGET_START]
+    assert get_starts("resnet_cifar", quick) is not get_starts("resnet_cifar", quick)  # copies
+    full = dataclasses.replace(PRESETS["full"].limits, max_aug_strength=aug_cap(30))
+    assert get_starts("resnet_cifar", full) == []  # 30 epochs: the recipe is not measured there
+    assert get_starts("resnet_cifar", PRESETS["smoke"].limits) == []  # no ResNet-18 in its limits
+    assert get_starts("resnet_cifar", dataclasses.replace(quick, max_epochs=1, max_aug_strength=aug_cap(1))) == []
+    two = dataclasses.replace(quick, max_epochs=2, max_aug_strength=aug_cap(2))
+    assert get_starts("resnet_cifar", two) == [{**SHORT_BUDGET_START, "warmup_epochs": 0.5}]  # the space's range
+    assert get_starts("cifar_zoo", quick) == []  # a space without starts
+    assert get_starts("/somewhere/my_space.py", quick) == []  # a user's space: --enqueue is theirs
+
+
+def test_the_start_is_a_point_of_the_space_it_starts():
+    """Enqueued in a study, the start's parameters are all the space samples, within its ranges."""
+    from search_spaces import get_starts
+
+    quick = dataclasses.replace(PRESETS["quick"].limits, max_aug_strength=aug_cap(6))
+    (start,) = get_starts("resnet_cifar", quick)
+    study = optuna.create_study()
+    study.enqueue_trial(start)
+    trial = study.ask()
+    values = get_space("resnet_cifar")(trial, quick)
+    assert trial.params == start
+    config = TrialConfig.from_dict({**PRESETS["quick"].fixed, **values})
+    assert (config.depth, config.width, config.optimizer, config.aug_strength) == (18, 16, "sgd", 0.1)
