@@ -173,9 +173,10 @@ def best_row(frame: pd.DataFrame) -> pd.Series | None:
 def baseline_number(trials: Sequence[FrozenTrial], direction: str = "maximize") -> int | None:
     """The best of the trials fixed in advance (``study.enqueue_trial``).
 
-    studies/run.py enqueues the reference recipes (user attribute ``recipe``) as
-    the first trials: the best of them is the configuration the search has to
-    beat. Older studies enqueued one default configuration instead.
+    studies/run.py enqueues the reference recipes (user attribute ``recipe``),
+    the space's known-good start (``start``) and the user's ``--enqueue`` configs:
+    the best of them is the configuration the search has to beat. Older studies
+    enqueued one default configuration instead.
     """
     enqueued = [t for t in trials if record.RECIPE in t.user_attrs or "fixed_params" in t.system_attrs]
     if not enqueued:
@@ -188,9 +189,13 @@ def baseline_number(trials: Sequence[FrozenTrial], direction: str = "maximize") 
 
 
 def baseline_label(trials: Sequence[FrozenTrial], number: int | None) -> str:
-    """How the report names the baseline: its recipe, or the space's default."""
-    recipe = next((t.user_attrs.get(record.RECIPE) for t in trials if t.number == number), None)
-    return f"the {recipe} recipe" if recipe else "the space's default configuration"
+    """How the report names the baseline: its recipe, the space's start, or a config given in advance."""
+    attrs = next((t.user_attrs for t in trials if t.number == number), {})
+    if attrs.get(record.RECIPE):
+        return f"the {attrs[record.RECIPE]} recipe"
+    if attrs.get(record.START):
+        return f"{attrs[record.START]}'s start, the known-good recipe for this budget"
+    return "a configuration given in advance"
 
 
 # ---------------------------------------------------------------- cell text

@@ -45,6 +45,7 @@ def _suggest(trial: Any, name: str, dist: Any) -> Any:
 def build_study(
     url: str, name: str = "cifar-demo", n: int = 18, seed: int = 0, family: str = "resnet",
     recipe: str | None = None, scheduler: str = "asha", baseline_epochs: int = EPOCHS,
+    start: str | None = None,
 ) -> optuna.Study:
     """A stored study as studies/run.py leaves it: n trials, then one FAIL (stale), one RUNNING.
 
@@ -53,7 +54,8 @@ def build_study(
     (``suggest``, one ``on_trial_result`` per epoch, ``on_trial_complete``).
     Trial 0 is enqueued (the baseline); the others' values are fixed by
     Optuna's PartialFixedSampler, so each trial's numbers are known here.
-    ``recipe`` names trial 0's reference recipe (none: the space's default);
+    ``recipe`` names trial 0's reference recipe, ``start`` the space whose start it
+    is (neither: a config given in advance, as ``--enqueue`` gives);
     ``baseline_epochs`` below the budget has the scheduler stop it there.
     """
     from studies import record
@@ -77,7 +79,8 @@ def build_study(
     for number in range(n):
         if number == 0:
             params = dict(BASELINE)
-            study.enqueue_trial(params, user_attrs={record.RECIPE: recipe} if recipe else None)
+            attrs = {record.RECIPE: recipe} if recipe else {record.START: start} if start else None
+            study.enqueue_trial(params, user_attrs=attrs)
         elif number == 4:  # the winner: the baseline with less augmentation, 1 point better
             params = {**BASELINE, "optimizer": "sgd", "aug_strength": 0.05}
         else:

@@ -187,6 +187,20 @@ def test_a_baseline_the_scheduler_stopped_is_compared_at_its_last_epoch(tmp_path
             "(the keras_reference recipe) had 40.75% after 1 epoch, the winner 41.75%") in summary
 
 
+@pytest.mark.parametrize(("attrs", "named"), [
+    ({"recipe": "torch_reference"}, "the torch_reference recipe"),
+    ({"start": "resnet_cifar"}, "resnet_cifar's start, the known-good recipe for this budget"),
+    ({}, "a configuration given in advance"),  # --enqueue
+])
+def test_the_baseline_is_named_for_where_it_came_from(tmp_path: Path, attrs: dict, named: str) -> None:
+    import html
+
+    study = build_study(f"sqlite:///{tmp_path / 's.db'}", **attrs)
+    assert study.trials[0].user_attrs.get("start") == attrs.get("start")
+    summary = write_report(study, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert f"over the baseline, trial #0 ({html.escape(named)}, " in summary
+
+
 def _figures(page: str) -> int:
     return page.count('class="plotly-graph-div"')
 
