@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "the strategy's own; schedulers that stop trials early spend fewer trial-epochs."
               + (f" Variants: {'; '.join(v.describe() for v in variants.values())}." if variants else ""))
     print(f"preset: {preset_name} ({why})")
-    print(f"grid: {len(pairs)} strategies ({', '.join(strategies)}) x "
+    print(f"grid: {len(strategies)} strategies ({', '.join(strategies)}) x "
           f"{len(args.seeds)} seeds = {len(cells)} studies; reference: {reference}")
     print(budget)
 

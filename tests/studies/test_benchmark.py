@@ -141,6 +141,7 @@ def test_variants_run_each_strategy_once_per_variant(tiny_cifar, tmp_path):
     # The smoke preset's 2 epochs per trial against the variant's 1: 4 and 2 trial-epochs.
     assert (studies.loc[base, "trial_epochs"], studies.loc[short, "trial_epochs"]) == (4, 2)
     assert "Variants: base (no options); short (epochs=1, grace-period=1)" in proc.stdout
+    assert "grid: 2 strategies (random-fifo+base, random-fifo+short) x 1 seeds = 2 studies" in proc.stdout
     storage = f"sqlite:///{results / 'benchmark.db'}"
     settings = optuna.load_study(study_name=short, storage=storage).user_attrs["settings"]
     assert settings["fixed"]["epochs"] == 1
