@@ -171,8 +171,8 @@ def _parser() -> cli.Parser:
                         help="run the reference recipes in every cell's study, as run.py does "
                              "(default: off, so every trial compared is the strategy's own)")
     parser.add_argument("--start", action="store_true",
-                        help="let every cell's study try the space's known-good start first, as run.py "
-                             "does (default: off, so every trial compared is the strategy's own)")
+                        help="let every cell's study try the space's known-good start first (run.py's "
+                             "--start; default: off, so every trial compared is the strategy's own)")
     parser.add_argument("--cpus-per-trial", type=cli.non_negative_float,
                         help="CPUs per trial (default: 1, or 2 with a GPU)")
     parser.add_argument("--gpus-per-trial", type=cli.non_negative_float,
@@ -290,7 +290,7 @@ def _cell_options(args: argparse.Namespace, variant: Variant | None) -> dict[str
     opts = {key: values.get(key, getattr(args, key)) for key in ("space", "epochs", "data_fraction")}
     opts["image_size"] = args.image_size
     opts["baselines"] = not values["no_baselines"] if "no_baselines" in values else args.baselines
-    opts["start"] = not values["no_start"] if "no_start" in values else args.start
+    opts["start"] = values["start"] if "start" in values else args.start
     return opts
 
 
@@ -376,8 +376,8 @@ def _run_cell(args: argparse.Namespace, cell: Cell, variant: Variant | None, nam
         command += ["--plugin", plugin]
     if not opts["baselines"]:
         command.append("--no-baselines")
-    if not opts["start"]:
-        command.append("--no-start")
+    if opts["start"]:
+        command.append("--start")
     log = args.results / "benchmark" / "logs" / f"{name}.log"
     print(f"{tag} {name}: running {trials - before} trial(s) (log: {log})", flush=True)
     started = datetime.datetime.now(datetime.timezone.utc)

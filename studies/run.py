@@ -79,9 +79,10 @@ def _parser() -> cli.Parser:
                         help="start the reference recipes before any sampled trial (by default they start "
                         "after the first trial of each parallel slot, so ASHA's rungs hold results when "
                         "they arrive and stop them like any other trial; first, ASHA runs them in full)")
-    parser.add_argument("--no-start", action="store_true",
-                        help="do not try the space's known-good start for this budget first (resnet_cifar "
-                        "on a budget of at most 10 epochs); the first trial is then the sampler's")
+    parser.add_argument("--start", action="store_true",
+                        help="try the space's known-good start for this budget first (resnet_cifar on at "
+                        "most 10 epochs); off by default: ASHA may stop it at epoch 1 "
+                        "(benchmarks/RESULTS.md section 16)")
     parser.add_argument("--stale-after", type=cli.positive_int, default=DEFAULT_STALE_AFTER,
                         help="seconds without a heartbeat after which another driver of the study "
                              f"fails a trial whose driver died (default: {DEFAULT_STALE_AFTER}; a dead "
@@ -216,12 +217,12 @@ def _run(args: Any) -> Any:
     if args.compile and gpus == 0:
         print("note: --compile is ignored: the trials run on the CPU (torch.compile is used on CUDA only)")
 
-    starts = [] if args.no_start else get_starts(args.space, limits)
+    starts = get_starts(args.space, limits) if args.start else []
     # The space is sampled once in memory, and every --enqueue entry checked, before anything is stored.
     check_space(space, args.space, fixed, limits, enqueued, args.enqueue, restricted=bool(models))
     if starts:
         check_space(space, args.space, fixed, limits, starts, restricted=bool(models),
-                    source=f"{args.space}'s start (--no-start skips it)")
+                    source=f"{args.space}'s start (drop --start)")
     results = cli.writable_folder(args.results, "--results")
     storage_url = cli.storage_url(args)
     storage = st.open_storage(storage_url, stale_after=args.stale_after)  # before the data: fail fast
