@@ -118,7 +118,8 @@ class Variant:
     values: dict[str, Any]  # run.py's options by dest, checked as its flags would be
 
     def describe(self) -> str:
-        given = ", ".join(f"{k.replace('_', '-')}={v}" for k, v in self.values.items())
+        given = ", ".join(f"{k.replace('_', '-')}={f'{v:g}' if isinstance(v, float) else v}"
+                          for k, v in self.values.items())
         return f"{self.name} ({given or 'no options'})"
 
 
@@ -266,6 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             more = f" (more than the {trials} asked: all are counted)" if done > trials else ""
             print(f"[{i}/{len(cells)}] {name}: {done} finished trials{more}, skipped", flush=True)
             continue
+        minutes = variants[cell.variant].values.get("time_budget") if cell.variant in variants else None
+        if done is not None and minutes and _benchmark_runs(storage, name):
+            # Its time budget ended the run, not the trial count: running it again would add trials.
+            print(f"[{i}/{len(cells)}] {name}: {done} finished trials within its {minutes:g}-minute "
+                  "time budget, skipped", flush=True)
+            continue
         resources = resources or _resources(args.cpus_per_trial, args.gpus_per_trial)
         failed = _run_cell(args, cell, variants.get(cell.variant), name, preset_name, trials, storage_url,
                            storage, resources, f"[{i}/{len(cells)}]", done or 0)
@@ -321,6 +328,14 @@ def _finished(storage: Any, name: str, expected: StudySettings) -> int | None:
         raise UserError(f"study {name!r} was run with other settings ({', '.join(changed)} differ); "
                         "repeat the original options or pass another --storage")
     return record.finished_count(study.get_trials(deepcopy=False))
+
+
+def _benchmark_runs(storage: Any, name: str) -> int:
+    """Runs of the study this benchmark finished and recorded (a stopped one records none)."""
+    import optuna
+
+    bench = optuna.load_study(study_name=name, storage=storage).user_attrs.get(BENCH_ATTR) or {}
+    return len(bench.get("runs", []))
 
 
 def slots(cpus: float, cpus_per_trial: float, gpus: float = 0.0, gpus_per_trial: float = 0.0) -> int:

@@ -218,6 +218,9 @@ def _run(args: Any) -> Any:
         print("note: --compile is ignored: the trials run on the CPU (torch.compile is used on CUDA only)")
 
     starts = get_starts(args.space, limits) if args.start else []
+    if args.start and not starts:
+        print(f"note: --start is ignored: {args.space} has no known-good start for {fixed['epochs']} epochs "
+              f"with these limits; the study runs without one")
     # The space is sampled once in memory, and every --enqueue entry checked, before anything is stored.
     check_space(space, args.space, fixed, limits, enqueued, args.enqueue, restricted=bool(models))
     if starts:
@@ -275,8 +278,11 @@ def _run(args: Any) -> Any:
             enqueue_baselines(study, baselines)
             baselines = []
 
-        # A resumed run (or a second driver) must not replay the first run's draws: offset the seed.
-        sampler = make_sampler(args.sampler, (args.seed + len(study.trials)) % 2**32, trials_wanted)
+        # A resumed run (or a second driver) must not replay the first run's draws: offset the seed
+        # by the trials already run. Enqueued ones still WAITING drew nothing, so they do not count:
+        # a study with --start, --enqueue or --baselines-first samples what the plain study samples.
+        drawn = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+        sampler = make_sampler(args.sampler, (args.seed + drawn) % 2**32, trials_wanted)
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
         run_trials(
             space=functools.partial(_space_with_fixed, space=space, limits=limits, fixed=fixed),

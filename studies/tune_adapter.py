@@ -256,6 +256,9 @@ class StudySearcher(Searcher):
     ``baselines_after`` trials: after the first wave of sampled trials, so
     ASHA's rungs hold values when a baseline reaches them and it is stopped like
     any other trial (Ray's ASHA lets the first trial at a rung go on unconditionally).
+    The space's known-good start (a trial with the ``start`` attribute) is the
+    exception: its Ray id goes into :attr:`runs_in_full`, which ASHA is given,
+    so it runs all its epochs.
     """
 
     def __init__(self, *, space: Callable[[Any], dict[str, Any]], study: optuna.Study,
@@ -274,6 +277,7 @@ class StudySearcher(Searcher):
         self._book = book
         self._driver = record.driver_id(uuid.uuid4().hex[:8])
         self._open: dict[str, optuna.Trial] = {}
+        self.runs_in_full: set[str] = set()  # Ray ids of start trials: the scheduler lets them finish
         self._last_epoch: dict[str, int] = {}
         self._curves: dict[str, dict[str, float]] = {}
         self._closed = False
@@ -345,6 +349,8 @@ class StudySearcher(Searcher):
                 continue
             with self._lock:
                 self._open[trial_id] = trial
+            if record.START in trial.user_attrs:
+                self.runs_in_full.add(trial_id)
             return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -530,16 +536,43 @@ class _TensorBoard:
 
 _MODES = {"maximize": "max", "minimize": "min"}
 
-SCHEDULERS: dict[str, Callable[[int, int, int, str, str], TrialScheduler]] = {
-    "asha": lambda max_t, grace, rf, metric, mode: ASHAScheduler(
+
+class _ASHA(ASHAScheduler):
+    """Ray's ASHA, except that the trials in ``keep`` are never stopped early.
+
+    ``keep`` holds Ray trial ids (the searcher adds the space's known-good
+    start, see :attr:`StudySearcher.runs_in_full`). Their results still go
+    through ASHA first, so they are recorded in the rungs the other trials are
+    cut at. Without this, ASHA stopped the start at its first rung (epoch 1,
+    where a ResNet-18 with SGD trails the small nets it overtakes by epoch 6;
+    benchmarks/RESULTS.md section 16).
+    """
+
+    def __init__(self, *args: Any, keep: set[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep = keep if keep is not None else set()
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and trial.trial_id in self.keep:
+            return TrialScheduler.CONTINUE
+        return action
+
+
+# Ray's schedulers by name; each decides, per epoch, whether a trial goes on.
+# ASHA, the default, lets the trials in ``keep`` run in full. The others stop a
+# start like any trial: HyperBand pauses and resumes whole brackets, and the
+# median rule keeps the trials it stopped in a set it asserts on.
+SCHEDULERS: dict[str, Callable[..., TrialScheduler]] = {
+    "asha": lambda max_t, grace, rf, metric, mode, keep=None: _ASHA(
         time_attr=M.EPOCH, metric=metric, mode=mode, max_t=max_t,
-        grace_period=min(grace, max_t), reduction_factor=rf),
-    "hyperband": lambda max_t, grace, rf, metric, mode: HyperBandScheduler(
+        grace_period=min(grace, max_t), reduction_factor=rf, keep=keep),
+    "hyperband": lambda max_t, grace, rf, metric, mode, keep=None: HyperBandScheduler(
         time_attr=M.EPOCH, metric=metric, mode=mode, max_t=max_t, reduction_factor=rf),
-    "median": lambda max_t, grace, rf, metric, mode: MedianStoppingRule(
+    "median": lambda max_t, grace, rf, metric, mode, keep=None: MedianStoppingRule(
         time_attr=M.EPOCH, metric=metric, mode=mode, grace_period=min(grace, max_t),
         min_samples_required=3),
-    "fifo": lambda max_t, grace, rf, metric, mode: FIFOScheduler(),
+    "fifo": lambda max_t, grace, rf, metric, mode, keep=None: FIFOScheduler(),
 }
 
 
@@ -679,7 +712,8 @@ def run_trials(
                              baselines_after=baselines_after(slots, wanted, len(baselines)))
     # The scheduler compares trials on the first objective, in its direction.
     metric, mode = objectives[0], _MODES[record.DIRECTIONS[objectives[0]]]
-    trial_scheduler = SCHEDULERS[scheduler](max_epochs, grace_period, reduction_factor, metric, mode)
+    trial_scheduler = SCHEDULERS[scheduler](max_epochs, grace_period, reduction_factor, metric, mode,
+                                            keep=searcher.runs_in_full)
     threads = max(1, math.floor(cpus_per_trial))
     checkpoints = CheckpointPolicy(
         epochs=checkpoint_epochs(scheduler, max_epochs, grace_period, reduction_factor),

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from studies import benchmark as bm
+from studies import record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,7 +128,7 @@ def test_benchmark_runs_the_grid_and_writes_csv_and_html(tiny_cifar, tmp_path):
 @pytest.mark.slow
 def test_variants_run_each_strategy_once_per_variant(tiny_cifar, tmp_path):
     """--variant compares levers: the same strategy with and without a run.py option, as two strategies."""
-    (tmp_path / "short.toml").write_text("epochs = 1\ngrace_period = 1\n")
+    (tmp_path / "short.toml").write_text("epochs = 1\ngrace_period = 1\ntime_budget = 30\n")
     results = tmp_path / "results"
     command = [sys.executable, str(ROOT / "studies" / "benchmark.py"), "--preset", "smoke",
                "--strategies", "random-fifo", "--variant", "base", "--variant", f"short={tmp_path / 'short.toml'}",
@@ -140,10 +141,21 @@ def test_variants_run_each_strategy_once_per_variant(tiny_cifar, tmp_path):
     assert studies.loc[base, "strategy"] == "random-fifo+base" and studies.loc[short, "strategy"] == "random-fifo+short"
     # The smoke preset's 2 epochs per trial against the variant's 1: 4 and 2 trial-epochs.
     assert (studies.loc[base, "trial_epochs"], studies.loc[short, "trial_epochs"]) == (4, 2)
-    assert "Variants: base (no options); short (epochs=1, grace-period=1)" in proc.stdout
+    assert "Variants: base (no options); short (epochs=1, grace-period=1, time-budget=30)" in proc.stdout
     assert "grid: 2 strategies (random-fifo+base, random-fifo+short) x 1 seeds = 2 studies" in proc.stdout
     storage = f"sqlite:///{results / 'benchmark.db'}"
     settings = optuna.load_study(study_name=short, storage=storage).user_attrs["settings"]
     assert settings["fixed"]["epochs"] == 1
     again = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode == 0 and again.stdout.count("2 finished trials, skipped") == 2, again.stderr[-2000:]
+    # Asked for one more trial, the variant without a time budget runs it; the one whose
+    # recorded run had a time budget is done (its budget, not the count, ended it).
+    more = subprocess.run([*command[:command.index("--trials")], "--trials", "3",
+                           *command[command.index("--trials") + 2:]],
+                          check=False, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert more.returncode == 0, more.stdout[-2000:] + more.stderr[-3000:]
+    assert f"{short}: 2 finished trials within its 30-minute time budget, skipped" in more.stdout
+    assert f"{base}: running 1 trial(s)" in more.stdout
+    finished = {name: record.finished_count(optuna.load_study(study_name=name, storage=storage).trials)
+                for name in (base, short)}
+    assert finished == {base: 3, short: 2}

@@ -65,6 +65,17 @@ def test_a_trial_that_ran_its_budget_is_complete_with_every_epoch(search):
     assert t.user_attrs[record.DRIVER].split(":")[1].isdigit()
 
 
+def test_the_space_s_start_is_handed_to_the_scheduler_to_run_in_full(search):
+    """The trial enqueued with the ``start`` attribute (run.py --start) goes into the set
+    the ASHA scheduler continues; the sampled and recipe trials around it do not."""
+    searcher, study = search
+    study.enqueue_trial({"lr": 0.05}, user_attrs={record.START: "test"})
+    searcher.suggest("start")
+    searcher.suggest("sampled")
+    assert searcher.runs_in_full == {"start"}
+    assert [t.user_attrs.get(record.START) for t in study.trials] == ["test", None]
+
+
 def test_a_trial_stopped_early_is_pruned_with_its_last_epoch(search):
     searcher, study = search
     searcher.suggest("b")

@@ -54,3 +54,31 @@ def test_parallel_slots_count_what_the_cluster_holds():
     assert parallel_slots({"CPU": 16.0, "GPU": 2.0}, 2.0, 1.0) == 2
     assert parallel_slots({"CPU": 1.0}, 2.0, 0.0) == 1  # never zero: Ray queues it
     assert parallel_slots({"CPU": 4.0}, 0.0, 0.0) is None
+
+
+def test_asha_lets_the_start_run_in_full_and_still_records_it():
+    """A trial in ``keep`` (the space's start) is continued where ASHA would stop it;
+    its value still sets the rung, so a weaker trial after it is stopped."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from trainers import metrics as M
+
+    keep: set[str] = set()
+    asha = SCHEDULERS["asha"](6, 1, 3, M.VAL_ACC, "max", keep=keep)
+    first, start, weak, weaker = (Trial("t", config={}, trial_id=i, stub=True)
+                                  for i in ("first", "start", "weak", "weaker"))
+    keep.add("start")
+    for trial in (first, start, weak, weaker):
+        asha.on_trial_add(None, trial)
+    decide = lambda trial, acc: asha.on_trial_result(None, trial, {M.EPOCH: 1, M.VAL_ACC: acc})  # noqa: E731
+    assert decide(first, 0.50) == TrialScheduler.CONTINUE  # the first at a rung always goes on
+    assert decide(start, 0.40) == TrialScheduler.CONTINUE  # below the cutoff, but kept
+    assert decide(weak, 0.40) == TrialScheduler.STOP  # the same value, not kept
+    rung = {trial_id: acc for bracket in asha._brackets for milestone, recorded in bracket._rungs
+            if milestone == 1 for trial_id, acc in recorded.items()}
+    assert rung["start"] == 0.40 and set(rung) == {"first", "start", "weak"}
+    # Later rungs too: the start is continued at epoch 3 under a better trial.
+    assert asha.on_trial_result(None, first, {M.EPOCH: 3, M.VAL_ACC: 0.7}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, start, {M.EPOCH: 3, M.VAL_ACC: 0.6}) == TrialScheduler.CONTINUE
+    assert decide(weaker, 0.30) == TrialScheduler.STOP
