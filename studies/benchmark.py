@@ -172,8 +172,8 @@ def _parser() -> cli.Parser:
                         help="run the reference recipes in every cell's study, as run.py does "
                              "(default: off, so every trial compared is the strategy's own)")
     parser.add_argument("--start", action="store_true",
-                        help="let every cell's study try the space's known-good start first (run.py's "
-                             "--start; default: off, so every trial compared is the strategy's own)")
+                        help="let every cell's study try the space's known-good start first, as run.py "
+                             "does (default: off, so every trial compared is the strategy's own)")
     parser.add_argument("--cpus-per-trial", type=cli.non_negative_float,
                         help="CPUs per trial (default: 1, or 2 with a GPU)")
     parser.add_argument("--gpus-per-trial", type=cli.non_negative_float,
@@ -297,7 +297,12 @@ def _cell_options(args: argparse.Namespace, variant: Variant | None) -> dict[str
     opts = {key: values.get(key, getattr(args, key)) for key in ("space", "epochs", "data_fraction")}
     opts["image_size"] = args.image_size
     opts["baselines"] = not values["no_baselines"] if "no_baselines" in values else args.baselines
-    opts["start"] = values["start"] if "start" in values else args.start
+    if values.get("start") or values.get("no_start") is False:
+        opts["start"] = True
+    elif values.get("no_start") or values.get("start") is False:
+        opts["start"] = False
+    else:
+        opts["start"] = args.start
     return opts
 
 
@@ -391,8 +396,8 @@ def _run_cell(args: argparse.Namespace, cell: Cell, variant: Variant | None, nam
         command += ["--plugin", plugin]
     if not opts["baselines"]:
         command.append("--no-baselines")
-    if opts["start"]:
-        command.append("--start")
+    # Explicit either way: run.py tries the start by default, the benchmark only when asked.
+    command.append("--start" if opts["start"] else "--no-start")
     log = args.results / "benchmark" / "logs" / f"{name}.log"
     print(f"{tag} {name}: running {trials - before} trial(s) (log: {log})", flush=True)
     started = datetime.datetime.now(datetime.timezone.utc)

@@ -2,8 +2,8 @@
 
 ``quick`` is sized for a 2-core CPU: up to 16 trials of small ResNets (depth 10
 or 18, width 16) on 40% of CIFAR-10's training images for up to 6 epochs, within
-a 13.5-minute time budget (TPE with ASHA, the reference recipes among them;
-``run.py --start`` adds resnet_cifar's known-good start as the first trial);
+a 13.5-minute time budget (TPE with ASHA, the reference recipes among them,
+resnet_cifar's known-good start first and run in full: search_spaces.resnet_cifar.starts);
 ``full`` is for a GPU. A quick study searches width 16 only: at this budget no
 width-8 net reached the top, and a TPE seeded with width-8 trials stayed there;
 40% of the data instead of 30% raised the best of three seeds from 68.4-69.3% to

@@ -79,10 +79,13 @@ def _parser() -> cli.Parser:
                         help="start the reference recipes before any sampled trial (by default they start "
                         "after the first trial of each parallel slot, so ASHA's rungs hold results when "
                         "they arrive and stop them like any other trial; first, ASHA runs them in full)")
+    parser.add_argument("--no-start", action="store_true",
+                        help="do not try the space's known-good start for this budget first (resnet_cifar "
+                        "on at most 10 epochs; ASHA runs it in full); the first trial is then the "
+                        "sampler's (benchmarks/RESULTS.md section 17)")
     parser.add_argument("--start", action="store_true",
-                        help="try the space's known-good start for this budget first (resnet_cifar on at "
-                        "most 10 epochs); off by default: ASHA may stop it at epoch 1 "
-                        "(benchmarks/RESULTS.md section 16)")
+                        help="the default, said outright: also prints a note when the space has no start "
+                        "for this budget")
     parser.add_argument("--stale-after", type=cli.positive_int, default=DEFAULT_STALE_AFTER,
                         help="seconds without a heartbeat after which another driver of the study "
                              f"fails a trial whose driver died (default: {DEFAULT_STALE_AFTER}; a dead "
@@ -217,7 +220,9 @@ def _run(args: Any) -> Any:
     if args.compile and gpus == 0:
         print("note: --compile is ignored: the trials run on the CPU (torch.compile is used on CUDA only)")
 
-    starts = get_starts(args.space, limits) if args.start else []
+    if args.start and args.no_start:
+        raise UserError("--start and --no-start contradict each other; pass one")
+    starts = [] if args.no_start else get_starts(args.space, limits)
     if args.start and not starts:
         print(f"note: --start is ignored: {args.space} has no known-good start for {fixed['epochs']} epochs "
               f"with these limits; the study runs without one")
@@ -225,7 +230,7 @@ def _run(args: Any) -> Any:
     check_space(space, args.space, fixed, limits, enqueued, args.enqueue, restricted=bool(models))
     if starts:
         check_space(space, args.space, fixed, limits, starts, restricted=bool(models),
-                    source=f"{args.space}'s start (drop --start)")
+                    source=f"{args.space}'s start (--no-start skips it)")
     results = cli.writable_folder(args.results, "--results")
     storage_url = cli.storage_url(args)
     storage = st.open_storage(storage_url, stale_after=args.stale_after)  # before the data: fail fast

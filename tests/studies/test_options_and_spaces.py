@@ -242,6 +242,15 @@ def test_a_bad_options_file_is_one_line_naming_it(tmp_path, text, message):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_start_and_no_start_together_are_refused_before_anything_is_stored(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "studies" / "run.py"), "--start", "--no-start",
+                           "--results", str(tmp_path / "r")], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: --start and --no-start contradict each other; pass one"
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_python_api_checks_options_as_the_flags_do():
     from studies import final_run, run_study
 

@@ -89,13 +89,13 @@ def test_a_loss_study_is_its_own_study_ranked_lowest_first(tiny_cifar, tmp_path)
 
 
 def test_a_short_study_runs_the_space_s_start_first_and_once(tiny_cifar, tmp_path):
-    """With --start, the quick preset's ResNet study tries the recorded recipe as trial 0,
-    marked as the space's start; continuing it does not run it again; without, none."""
+    """By default the quick preset's ResNet study tries the recorded recipe as trial 0,
+    marked as the space's start; continuing it does not run it again; with --no-start, none."""
     from search_spaces.resnet_cifar import SHORT_BUDGET_START
 
     url, name = f"sqlite:///{tmp_path / 'optuna.db'}", "resnet_cifar-quick"
     short = ("--preset", "quick", "--epochs", 2, "--no-baselines", "--scheduler", "fifo")
-    first = run(tiny_cifar, tmp_path, *short, "--trials", 2, "--start")
+    first = run(tiny_cifar, tmp_path, *short, "--trials", 2)
     assert first.returncode == 0, first.stderr[-3000:]
     study = optuna.load_study(study_name=name, storage=url)
     assert record.settings_of(study).start is True
@@ -105,8 +105,8 @@ def test_a_short_study_runs_the_space_s_start_first_and_once(tiny_cifar, tmp_pat
     assert record.START not in study.trials[1].user_attrs and study.trials[1].params["lr"] != SHORT_BUDGET_START["lr"]
     before = dump(study)
 
-    # Continuing without the start is another study's settings: refused, nothing changed.
-    refused = run(tiny_cifar, tmp_path, *short, "--trials", 3)
+    # Continuing with --no-start is another study's settings: refused, nothing changed.
+    refused = run(tiny_cifar, tmp_path, *short, "--trials", 3, "--no-start")
     assert refused.returncode == 2 and "start" in refused.stderr.strip().splitlines()[-1]
     assert dump(optuna.load_study(study_name=name, storage=url)) == before
     # Continuing it adds a sampled trial, not a second start.
@@ -116,7 +116,7 @@ def test_a_short_study_runs_the_space_s_start_first_and_once(tiny_cifar, tmp_pat
     assert dump(study)[:2] == before and len(study.trials) == 3
     assert [t.number for t in study.trials if record.START in t.user_attrs] == [0]
 
-    plain = run(tiny_cifar, tmp_path, *short, "--trials", 1, "--study", "plain")
+    plain = run(tiny_cifar, tmp_path, *short, "--trials", 1, "--study", "plain", "--no-start")
     assert plain.returncode == 0, plain.stderr[-3000:]
     study = optuna.load_study(study_name="plain", storage=url)
     assert record.settings_of(study).start is False
