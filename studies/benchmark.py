@@ -140,6 +140,8 @@ def _variant(text: str) -> Variant:
         raise argparse.ArgumentTypeError(
             f"{file}: {refused[0].replace('_', '-')} is set by the benchmark for every cell; a variant may "
             "change the other run.py options (space, grace-period, epochs, no-baselines, ...)")
+    if values.get("start") and values.get("no_start"):
+        raise argparse.ArgumentTypeError(f"{file}: start and no_start contradict each other; set one")
     return Variant(name, path, values)
 
 
@@ -232,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"batch {fixed['batch_size']}), "
               f"{', '.join(extras) + ' and ' if extras else 'all '}"
               "the strategy's own; schedulers that stop trials early spend fewer trial-epochs."
+              + (" A variant's time budget ends its cells when it runs out, whatever their trial count."
+                 if any(v.values.get("time_budget") for v in variants.values()) else "")
               + (f" Variants: {'; '.join(v.describe() for v in variants.values())}." if variants else ""))
     print(f"preset: {preset_name} ({why})")
     print(f"grid: {len(strategies)} strategies ({', '.join(strategies)}) x "

@@ -38,6 +38,8 @@ BAD = {
     "variant with a bad value": (["--variant", "v={zero_toml}"], "grace_period: must be at least 1"),
     "repeated variant": (["--variant", "a", "--variant", "a"], "--variant: a variant name is repeated"),
     "variant with an unknown space": (["--variant", "v={space_toml}"], "unknown search space 'nope'"),
+    "variant with start and no_start": (["--variant", "v={both_toml}"],
+                                        "start and no_start contradict each other; set one"),
 }
 
 
@@ -45,7 +47,7 @@ BAD = {
 def test_bad_input_gets_one_line_and_status_2(case, capsys, tmp_path):
     args, expected = BAD[case]
     files = {"trials_toml": "trials = 3\n", "typo_toml": "grace_periods = 2\n", "zero_toml": "grace_period = 0\n",
-             "space_toml": 'space = "nope"\n'}
+             "space_toml": 'space = "nope"\n', "both_toml": "start = true\nno_start = true\n"}
     for key, text in files.items():
         (tmp_path / f"{key}.toml").write_text(text)
     args = [a.format(**{k: tmp_path / f"{k}.toml" for k in files}) for a in args]
@@ -142,6 +144,7 @@ def test_variants_run_each_strategy_once_per_variant(tiny_cifar, tmp_path):
     # The smoke preset's 2 epochs per trial against the variant's 1: 4 and 2 trial-epochs.
     assert (studies.loc[base, "trial_epochs"], studies.loc[short, "trial_epochs"]) == (4, 2)
     assert "Variants: base (no options); short (epochs=1, grace-period=1, time-budget=30)" in proc.stdout
+    assert "A variant's time budget ends its cells when it runs out, whatever their trial count." in proc.stdout
     assert "grid: 2 strategies (random-fifo+base, random-fifo+short) x 1 seeds = 2 studies" in proc.stdout
     storage = f"sqlite:///{results / 'benchmark.db'}"
     settings = optuna.load_study(study_name=short, storage=storage).user_attrs["settings"]
