@@ -56,6 +56,7 @@ from trainers.data import Splits, make_splits
 from trainers.loop import AUGMENT_CHUNK, train
 from trainers.memory import keep_freed_memory
 from trainers.models import create_model
+from trainers.onednn import sidestep_strided_1x1
 
 PHASES = ("gather", "augment + normalise (its share of a chunk)", "forward + loss", "backward",
           "optimizer step")
@@ -104,6 +105,7 @@ def baseline_train(ref: str) -> Callable:
 def _model_and_optimizer(config: TrialConfig, num_classes: int, seed: int):
     torch.manual_seed(seed)
     model = create_model(config.model, num_classes, config.depth, config.width)
+    sidestep_strided_1x1(model)  # as the trainer does on a CPU (trainers/onednn.py)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import functools
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -236,10 +235,6 @@ def _run(args: Any) -> Any:
     storage = st.open_storage(storage_url, stale_after=args.stale_after)  # before the data: fail fast
 
     t0 = time.perf_counter()
-    if fixed.get("image_size", 32) > 32 and gpus == 0:
-        # Before Ray starts, so every local worker inherits it: see trainers.loop._avoid_onednn_crash
-        # (in a worker, oneDNN has chosen its kernels before the trainer could set this).
-        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
     dataset = load_dataset(args.data, image_size=fixed.get("image_size", 32), cache_dir=args.cache_dir)
     splits = make_splits(dataset, val_fraction=0.1, data_fraction=fixed["data_fraction"], seed=0)
     print(f"data: {dataset.source}: {len(splits.train_x)} train / {len(splits.val_x)} validation "

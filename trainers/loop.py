@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +24,7 @@ from trainers.config import TrialConfig
 from trainers.data import Splits
 from trainers.memory import keep_freed_memory
 from trainers.models import count_parameters, create_model
+from trainers.onednn import sidestep_strided_1x1
 
 Report = Callable[[dict[str, Any], dict[str, Any]], None]
 _DIVERGENCE_CHECK_EVERY = 50  # steps; one host sync per check
@@ -220,12 +220,13 @@ def train(
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cpu":
         keep_freed_memory()
-        _avoid_onednn_crash(config)
     if device.type == "cuda":  # the shapes repeat every step: let cuDNN time its kernels once
         torch.backends.cudnn.benchmark = True
     channels_last = config.channels_last
     torch.manual_seed(config.seed)
     model = _build_model(config, splits.num_classes).to(device)
+    if device.type == "cpu":
+        sidestep_strided_1x1(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     param_count = count_parameters(model)
@@ -399,22 +400,6 @@ def _update_ema(ema: torch.optim.swa_utils.AveragedModel, model: nn.Module, firs
                 if group:
                     ema.multi_avg_fn(*map(list, zip(*group)), ema.n_averaged)
         ema.n_averaged += 1
-
-
-def _avoid_onednn_crash(config: TrialConfig) -> None:
-    """Keeps oneDNN off its AVX-512 kernels for channels-last images above 32 px on a CPU.
-
-    The oneDNN in torch 2.14 crashes the process (SIGSEGV in
-    ``jit_avx512_common_1x1_convolution_bwd_weights``) on the backward pass of
-    some channels-last 1x1 convolutions, e.g. 8 -> 16 channels, stride 2, on
-    64 px images: the reference recipes' shortcuts at ``--image-size 64``. Its
-    AVX2 kernels do not; at 32 px, where no crash was found, they would cost
-    about 9% (benchmarks/RESULTS.md), so only larger images get them. oneDNN
-    reads ``ONEDNN_MAX_CPU_ISA`` at its first convolution in the process; a
-    value the user set is kept.
-    """
-    if config.channels_last and config.image_size > 32:
-        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
 
 def _build_model(config: TrialConfig, num_classes: int) -> nn.Module:

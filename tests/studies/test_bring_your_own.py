@@ -210,7 +210,8 @@ def test_a_time_budget_stops_the_study_and_records_the_cut_trials_as_pruned(tiny
 
 def test_a_64px_study_runs_the_reference_recipes_on_the_cpu(tiny_cifar, tmp_path):
     """Their 8 -> 16 channel, stride-2 1x1 shortcuts at 64 px crashed oneDNN's AVX-512 kernels in
-    every Ray worker (SIGSEGV, both baselines FAIL); run.py caps the workers' ISA before Ray starts."""
+    every Ray worker (SIGSEGV, both baselines FAIL); the trainer sidesteps that kernel
+    (trainers/onednn.py), whatever ISA oneDNN picks."""
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}

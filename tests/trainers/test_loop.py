@@ -142,7 +142,8 @@ def test_unknown_recipe_lists_the_known_ones():
 def test_channels_last_training_at_64px_does_not_crash_the_process(tmp_path):
     """oneDNN's AVX-512 1x1-convolution backward crashed (SIGSEGV) on 8 -> 16 channels, stride 2,
     64 px, channels last: the reference recipes' shortcuts at --image-size 64. In a child process,
-    since the crash kills it; the reference recipe at width 8, as the smoke preset runs it."""
+    since the crash kills it; the reference recipe at width 8, as the smoke preset runs it, with
+    oneDNN's own kernel choice (trainers/onednn.py sidesteps the bad one)."""
     import subprocess
     import sys
 
