@@ -24,7 +24,7 @@ def space(trial: Any, limits: SpaceLimits) -> dict[str, Any]:
 
 # Where a short study starts: the recipe all three recorded 6-epoch random searches
 # found (benchmarks/RESULTS.md section 16): SGD, augmentation near 0.1, label
-# smoothing 0.12-0.15 and about one epoch of warm-up. Alone it scored 74.0% on
+# smoothing 0.12-0.15 and about one epoch of warm-up. Alone it scored 73.7-74.0% on
 # the quick preset (73.2% on an AVX2-only CPU, section 18); the best of 16 random
 # draws scored 73.5-75.1%.
 SHORT_BUDGET_START = {"depth": 18, "width": 16, "aug_strength": 0.1, "optimizer": "sgd", "lr": 0.05,
