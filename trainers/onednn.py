@@ -4,8 +4,8 @@ The oneDNN in torch 2.14 computes the weight gradient of a 1x1 convolution with
 stride > 1 and fewer input channels than its kernel's channel block (8 with
 AVX2, 16 with AVX-512) past the end of a workspace when the input is channels
 last (uxlfoundation/oneDNN#6035, open). Measured here
-(``benchmarks/onednn_1x1.py``, benchmarks/RESULTS.md): with AVX2 kernels,
-2 -> 8 and 4 -> 8 channels give wrong weight gradients (up to 97% off),
+(``benchmarks/onednn_1x1.py``, benchmarks/RESULTS.md section 19): with AVX2
+kernels, 2 to 6 input channels give wrong weight gradients (up to 97% off),
 hang, or crash the process at 8 to 64 px; with AVX-512 kernels, 2 to 8 input
 channels crash it at 64 px. A ResNet shortcut at width 4 (AVX2), or at width 8
 on 64 px images (AVX-512), is such a convolution.
